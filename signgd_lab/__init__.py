@@ -1,0 +1,20 @@
+"""signgd_lab: explore sign-gradient-descent neuronal dynamics and ANN-to-SNN conversion."""
+from .dynamics import (
+    IFDynamics,
+    Schedule,
+    SignGDDynamics,
+    Target,
+    Trajectory,
+    get_target,
+    list_targets,
+    register_target,
+    simulate_if_neuron,
+    simulate_neuron,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IFDynamics", "Schedule", "SignGDDynamics", "Target", "Trajectory", "get_target",
+    "list_targets", "register_target", "simulate_if_neuron", "simulate_neuron",
+]
