@@ -1,0 +1,116 @@
+"""``convert``: the executor that runs a recipe's passes on a traced model."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from ..dynamics.config import IFDynamics, SignGDDynamics
+from . import decompositions  # noqa: F401  (registers the decomposition handlers)
+from .errors import ConversionError
+from .graph_utils import module_of
+from .network import SpikingNetwork
+from .neuron_ops import NeuronOp
+from .passes import (calibrate, collect_batches, decompose_attention, decompose_layernorm,
+                     decompose_maxpool, find_unsupported, fuse_conv_bn, replace_nonlinearities,
+                     scale_activations)
+from .recipes import Recipe, get_recipe
+from .tracer import trace
+
+DYNAMICS_PRESETS: dict[str, SignGDDynamics | IFDynamics] = {
+    "paper": SignGDDynamics(),
+    "if": IFDynamics(),
+    "extended": SignGDDynamics(encoder="direct"),
+}
+_DEFAULT_RECIPE = {"paper": "paper", "if": "paper", "extended": "extended"}
+
+
+def resolve_dynamics(dynamics: str | SignGDDynamics | IFDynamics
+                     ) -> tuple[SignGDDynamics | IFDynamics, str]:
+    """(config, default recipe name) for a preset name or a config object."""
+    if isinstance(dynamics, (SignGDDynamics, IFDynamics)):
+        return dynamics, "paper"
+    if dynamics not in DYNAMICS_PRESETS:
+        raise ConversionError(f"unknown dynamics {dynamics!r}; use one of "
+                              f"{', '.join(DYNAMICS_PRESETS)} or a SignGDDynamics / IFDynamics")
+    return DYNAMICS_PRESETS[dynamics], _DEFAULT_RECIPE[dynamics]
+
+
+def _check_weights(model: nn.Module) -> None:
+    bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ConversionError("the model has NaN or Inf in its weights; fix or reload them",
+                              [f"parameter/buffer '{n}'" for n in bad])
+
+
+def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
+            dynamics: str | SignGDDynamics | IFDynamics = "paper",
+            recipe: str | Recipe | None = None,
+            max_calibration_batches: int | None = None) -> SpikingNetwork:
+    """Convert ``model`` into a :class:`SpikingNetwork`.
+
+    Args:
+        model: any torch.fx-traceable module (timm models included). It is not modified:
+            conversion works on an eval-mode deep copy.
+        calibration: a tensor of inputs or a DataLoader of batches (tensors or (x, y) pairs).
+        dynamics: ``"paper"`` (signGD, lr0=0.15, gamma=0.95, float encoder), ``"if"`` (IF
+            neurons with rate coding, ReLU networks only), ``"extended"`` (signGD with a direct
+            encoder and the extended recipe) or a :class:`SignGDDynamics` / :class:`IFDynamics`.
+        recipe: ``"paper"``, ``"extended"`` or a :class:`Recipe` (default: the preset's).
+        max_calibration_batches: use at most this many calibration batches.
+
+    Raises:
+        ConversionError: untraceable model, unsupported ops (all listed), empty or non-finite
+            calibration data, non-finite weights.
+    """
+    if not isinstance(model, nn.Module):
+        raise ConversionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    dyn, default_recipe = resolve_dynamics(dynamics)
+    rec = get_recipe(recipe if recipe is not None else default_recipe)
+    _check_weights(model)
+    if model.training:
+        warnings.warn("model is in training mode; converting an eval-mode copy "
+                      "(your model is left as it is)", stacklevel=2)
+    batches = collect_batches(calibration, max_calibration_batches)
+    params = list(model.parameters())
+    if params:
+        batches = [b.to(device=params[0].device, dtype=params[0].dtype) for b in batches]
+    example = batches[0][:1]
+
+    gm = trace(model)
+    allowed = {"relu"} if isinstance(dyn, IFDynamics) else None
+    problems = find_unsupported(gm, allowed)
+    if problems:
+        raise ConversionError(
+            f"{len(problems)} op(s) in {type(model).__name__} cannot be converted:", problems)
+
+    gm = fuse_conv_bn(gm)
+    gm = decompose_attention(gm, rec, example)
+    gm = decompose_layernorm(gm, rec)
+    gm = decompose_maxpool(gm, rec, example)
+    gm = replace_nonlinearities(gm, rec)
+    gm = scale_activations(gm, calibrate(gm, batches, rec))
+    gm.meta["input_shape"] = tuple(example.shape[1:])
+
+    replaced = [dict(neuron=name, target=mod.target.name, role=mod.role, source=mod.source)
+                for name, mod in gm.named_modules() if isinstance(mod, NeuronOp)]
+    return SpikingNetwork(gm, dyn, rec.name, replaced)
+
+
+def count_nonlinear(snn_or_gm: SpikingNetwork | torch.fx.GraphModule) -> dict[str, int]:
+    """``{"neurons": populations, "remaining": nonlinear ops left unconverted}`` of a graph."""
+    from .graph_utils import dynamic_nodes
+    from .handlers import find_handler
+
+    gm = snn_or_gm.graph_module if isinstance(snn_or_gm, SpikingNetwork) else snn_or_gm
+    dynamic = dynamic_nodes(gm.graph)
+    neurons = remaining = 0
+    for node in gm.graph.nodes:
+        if isinstance(module_of(gm, node), NeuronOp):
+            neurons += 1
+        elif node in dynamic and find_handler(gm, node, dynamic) is not None:
+            remaining += 1
+    return {"neurons": neurons, "remaining": remaining}

@@ -1,0 +1,158 @@
+"""Helpers shared by the passes: which nodes carry input-dependent values, shape metadata,
+and emitting new nodes before an existing one."""
+from __future__ import annotations
+
+import operator
+import re
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+_SHAPE_METHODS = {"size", "dim", "numel", "ndimension"}
+_SHAPE_ATTRS = {"shape", "ndim", "dtype", "device"}
+
+
+_ASSERTS = {torch._assert, torch.fx._symbolic_trace._assert_is_none}
+_COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge}
+
+
+def _is_assert(node: fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _ASSERTS
+
+
+def _only_checked(node: fx.Node) -> bool:
+    """A value used only by assertions (fx guards for bound arguments, shape checks)."""
+    return bool(node.users) and all(
+        _is_assert(u) or (u.op == "call_function" and u.target in _COMPARISONS and _only_checked(u))
+        for u in node.users)
+
+
+def is_shape_node(node: fx.Node) -> bool:
+    """True for nodes that read metadata (x.shape, x.size(0), ...) or only feed assertions,
+    rather than carrying values."""
+    if _is_assert(node) or _only_checked(node):
+        return True
+    if node.op == "call_method" and node.target in _SHAPE_METHODS:
+        return True
+    if node.op == "call_function" and node.target is getattr and node.args[1] in _SHAPE_ATTRS:
+        return True
+    return False
+
+
+def dynamic_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose value depends on the network input (placeholders and everything downstream
+    of them through value-carrying ops). Parameters, constants and shape reads are static."""
+    dynamic: set[fx.Node] = set()
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if not _only_checked(node):
+                dynamic.add(node)
+        elif node.op in ("call_function", "call_method", "call_module", "output"):
+            if is_shape_node(node):
+                continue
+            if any(a in dynamic for a in node.all_input_nodes):
+                dynamic.add(node)
+    return dynamic
+
+
+def propagate_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
+    """Annotate every node with ``meta['tensor_meta']`` by running ``example`` through ``gm``."""
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+
+
+def node_shape(node: fx.Node) -> torch.Size:
+    """Shape recorded by :func:`propagate_shapes` (raises if the node has none)."""
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        raise RuntimeError(f"node {node.name} has no shape metadata; run propagate_shapes first")
+    return meta.shape
+
+
+def unique_attr(gm: fx.GraphModule, base: str) -> str:
+    """A free attribute name on ``gm`` derived from ``base``."""
+    base = re.sub(r"\W", "_", base).strip("_") or "n"
+    name, i = base, 1
+    while hasattr(gm, name):
+        name, i = f"{base}_{i}", i + 1
+    return name
+
+
+class Emitter:
+    """Builds replacement nodes before ``anchor`` with ordinary torch code on fx Proxies.
+
+    ``emit.proxy(node)`` wraps an existing node; torch functions and methods on proxies append
+    nodes; ``emit.module(name, module, *args)`` adds a submodule call; ``emit.constant`` adds a
+    buffer. ``emit.replace(anchor, proxy)`` reroutes the anchor's users and erases it.
+    """
+
+    def __init__(self, gm: fx.GraphModule, anchor: fx.Node) -> None:
+        self.gm = gm
+        self.anchor = anchor
+        self.tracer = fx.proxy.GraphAppendingTracer(gm.graph)
+        self._ctx = gm.graph.inserting_before(anchor)
+
+    def __enter__(self) -> "Emitter":
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        """Wrap a node so torch code on it emits graph nodes."""
+        return fx.Proxy(node, self.tracer)
+
+    def module(self, base: str, module: nn.Module, *args: object) -> fx.Proxy:
+        """Register ``module`` under a fresh name derived from ``base`` and call it."""
+        name = unique_attr(self.gm, base)
+        self.gm.add_submodule(name, module)
+        raw = tuple(a.node if isinstance(a, fx.Proxy) else a for a in args)
+        return fx.Proxy(self.gm.graph.call_module(name, raw), self.tracer)
+
+    def call(self, path: str, *args: object) -> fx.Proxy:
+        """Call the existing submodule at ``path``."""
+        raw = tuple(a.node if isinstance(a, fx.Proxy) else a for a in args)
+        return fx.Proxy(self.gm.graph.call_module(path, raw), self.tracer)
+
+    def constant(self, base: str, value: torch.Tensor) -> fx.Proxy:
+        """Register ``value`` as a buffer (a copy) and read it with a get_attr node."""
+        name = unique_attr(self.gm, base)
+        self.gm.register_buffer(name, value.detach().clone())
+        return fx.Proxy(self.gm.graph.get_attr(name), self.tracer)
+
+    def replace(self, result: fx.Proxy) -> None:
+        """Point every user of the anchor at ``result`` and erase the anchor."""
+        self.anchor.replace_all_uses_with(result.node)
+        self.gm.graph.erase_node(self.anchor)
+
+
+def finish(gm: fx.GraphModule) -> fx.GraphModule:
+    """End of every pass: drop unused nodes, check the graph, regenerate code."""
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.graph.lint()
+    gm.recompile()
+    return gm
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    """The submodule a call_module node calls (None for other nodes)."""
+    if node.op != "call_module":
+        return None
+    return gm.get_submodule(node.target)
+
+
+def describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    """A one-line human description of a node: op, name, module path and type."""
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        return f"module {type(mod).__module__}.{type(mod).__name__} at '{node.target}' (node {node.name})"
+    if node.op == "call_function":
+        fn = getattr(node.target, "__name__", str(node.target))
+        mod = getattr(node.target, "__module__", "") or ""
+        return f"function {mod + '.' if mod else ''}{fn} (node {node.name})"
+    if node.op == "call_method":
+        return f"method Tensor.{node.target} (node {node.name})"
+    return f"{node.op} {node.target} (node {node.name})"

@@ -1,0 +1,307 @@
+"""The spiking network: runs a converted graph with neurons in place of its nonlinearities.
+
+One run of max(timestamps) steps yields the decoded output at every requested step ("anytime").
+Steps are simulated in blocks: in a block of c steps every affine op runs once on a (c*B)-row
+batch and every neuron runs its recurrence over the c steps (THEORY.md section 3: no layer feeds
+back, so this gives the same numbers as c = 1, the step-by-step mode).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import fx, nn
+
+from ..dynamics.codec import DirectEncoder, FloatEncoder, RateDecoder, SignGDDecoder
+from ..dynamics.config import IFDynamics, SignGDDynamics
+from ..dynamics.neurons import IFNeuron, NeuronState, Observer, SignGDNeuron
+from .errors import ConversionError
+from .neuron_ops import MatmulNeuronOp, NeuronOp
+
+MODES = ("multistep", "stepwise")
+_BLOCK_ELEMENTS = 2**25  # per-block budget for the largest neuron tensor, in elements
+
+
+def check_timestamps(timestamps: int | Sequence[int]) -> list[int]:
+    """Validate timestamps: positive integers in strictly increasing order."""
+    ts = [timestamps] if isinstance(timestamps, int) else list(timestamps)
+    if not ts:
+        raise ConversionError("timestamps is empty; pass e.g. timestamps=[8, 64]")
+    for t in ts:
+        if isinstance(t, bool) or not isinstance(t, int) and not (
+                isinstance(t, float) and float(t).is_integer()):
+            raise ConversionError(f"timestamps must be integers, got {t!r}")
+        if t <= 0:
+            raise ConversionError(f"timestamps must be >= 1, got {t!r}")
+    ts = [int(t) for t in ts]
+    if any(b <= a for a, b in zip(ts, ts[1:])):
+        raise ConversionError(f"timestamps must be strictly increasing, got {ts}; "
+                              f"sort them, e.g. {sorted(set(ts))}")
+    return ts
+
+
+class Probe:
+    """Base class of probes: subclasses return an observer for the layers they watch."""
+
+    def observer(self, name: str, module: NeuronOp) -> Observer | None:
+        """Observer called after every step of neuron ``name`` (None: not watched)."""
+        return None
+
+    def start(self, network: "SpikingNetwork", batch: int, steps: int) -> None:
+        """Called once before a run."""
+
+
+@dataclass
+class Correction:
+    """Per-neuron offsets and biases from the all-ones / all-zeros passes (THEORY.md s. 3)."""
+
+    offsets: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    biases: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    out_offset: torch.Tensor | None = None
+    out_bias: torch.Tensor | None = None
+    largest: int = 1  # most elements any one neuron population holds per sample
+
+
+class _Runtime:
+    """What the neuron modules call during a run (forced passes or simulation blocks)."""
+
+    def __init__(self, net: "SpikingNetwork") -> None:
+        self.net = net
+        self.force: float | None = None
+        self.recorded: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.states: dict[str, NeuronState] = {}
+        self.etas: torch.Tensor | None = None
+        self.observers: dict[str, Observer] = {}
+
+    def __call__(self, module: NeuronOp, *currents: torch.Tensor) -> torch.Tensor:
+        name = self.net.neuron_names[id(module)]
+        if self.force is not None:
+            self.recorded[name] = tuple(c.detach() for c in currents)
+            if isinstance(module, MatmulNeuronOp):
+                return torch.matmul(torch.full_like(currents[0], self.force),
+                                    torch.ones_like(currents[1]))
+            shape = torch.broadcast_shapes(*(c.shape for c in currents))
+            return torch.full(shape, self.force, dtype=currents[0].dtype, device=currents[0].device)
+        return self.simulate(name, module, currents)
+
+    def simulate(self, name: str, module: NeuronOp, currents: tuple[torch.Tensor, ...]
+                 ) -> torch.Tensor:
+        steps = self.etas.shape[0]
+        corr = self.net._correction
+        cur = [c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents]  # (c, B, ...)
+        biases = corr.biases[name]
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if isinstance(module, MatmulNeuronOp):  # (.., N, K) x (.., K, M) -> (.., N, K, M)
+            cur = [cur[0].unsqueeze(-1), cur[1].unsqueeze(-3)]
+            biases = (biases[0].unsqueeze(-1), biases[1].unsqueeze(-3))
+            reduce = _sum_over_k
+        state = self.states.get(name)
+        if state is None:
+            batch = cur[0].shape[1]
+            xs = tuple(b.expand(batch, *b.shape[1:]).clone() for b in biases)
+            shape = torch.broadcast_shapes(*(x.shape for x in xs))
+            state = NeuronState(xs, torch.zeros(shape, dtype=xs[0].dtype, device=xs[0].device))
+            self.states[name] = state
+        observer = self.observers.get(name)
+        if isinstance(self.net.dynamics, IFDynamics):
+            spikes = IFNeuron().run(state, cur[0], self.etas, observer)
+        else:
+            offsets = corr.offsets[name]
+            if isinstance(module, MatmulNeuronOp):
+                offsets = (offsets[0].unsqueeze(-1), offsets[1].unsqueeze(-3))
+            drives = tuple(2.0 * c - o for c, o in zip(cur, offsets))
+            target = self.net.dynamics.apply_tie_rule(module.target)
+            spikes = SignGDNeuron(target).run(state, drives, self.etas, observer, reduce)
+        return spikes.reshape(-1, *spikes.shape[2:])  # (c * B, ...)
+
+
+def _sum_over_k(s: torch.Tensor) -> torch.Tensor:
+    return s.sum(-2)
+
+
+class SpikingNetwork(nn.Module):
+    """A converted network. ``snn(x, timestamps=[8, 64])`` -> (len(timestamps), *ann_out.shape).
+
+    Attributes:
+        graph_module: the converted graph; a plain call computes the ANN it came from (exact
+            neuron targets), which is what probes compare against.
+        dynamics: :class:`SignGDDynamics` or :class:`IFDynamics`.
+        neurons: name -> :class:`NeuronOp` for every neuron population.
+        replaced: one row per converted op (see :func:`signgd_lab.convert.convert`).
+    """
+
+    def __init__(self, graph_module: fx.GraphModule, dynamics: SignGDDynamics | IFDynamics,
+                 recipe_name: str = "paper", replaced: list[dict] | None = None) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+        self.dynamics = dynamics
+        self.recipe_name = recipe_name
+        self.replaced = list(replaced or [])
+        self.neurons: dict[str, NeuronOp] = {
+            n: m for n, m in graph_module.named_modules() if isinstance(m, NeuronOp)}
+        self.neuron_names = {id(m): n for n, m in self.neurons.items()}
+        self._corrections: dict[tuple, Correction] = {}
+        self._correction = Correction()
+        self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def device(self) -> torch.device:
+        """Device of the network's parameters and buffers."""
+        for t in list(self.graph_module.parameters()) + list(self.graph_module.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the network's parameters."""
+        for t in list(self.graph_module.parameters()) + list(self.graph_module.buffers()):
+            if t.is_floating_point():
+                return t.dtype
+        return torch.get_default_dtype()
+
+    def ann(self, x: torch.Tensor) -> torch.Tensor:
+        """The converted graph evaluated as an ANN (exact targets)."""
+        with torch.no_grad():
+            return self.graph_module(x)
+
+    def _attach(self, runtime: _Runtime | None) -> None:
+        for m in self.neurons.values():
+            m.runtime = runtime
+
+    def correction(self, sample_shape: torch.Size) -> Correction:
+        """Offsets and biases for inputs of shape (B, *sample_shape), cached per shape/device."""
+        key = (tuple(sample_shape), self.device, self.dtype)
+        if key in self._corrections:
+            return self._corrections[key]
+        runtime = _Runtime(self)
+        self._attach(runtime)
+        try:
+            with torch.no_grad():
+                passes = {}
+                for value in (1.0, 0.0):
+                    runtime.force, runtime.recorded = value, {}
+                    x = torch.full((1, *sample_shape), value, dtype=self.dtype, device=self.device)
+                    out = self.graph_module(x)
+                    if not isinstance(out, torch.Tensor):
+                        raise ConversionError(
+                            f"the model returns {type(out).__name__}; SpikingNetwork needs a "
+                            "single output tensor (wrap the model to return one tensor)")
+                    passes[value] = (out, runtime.recorded)
+        finally:
+            self._attach(None)
+        (out1, rec1), (out0, rec0) = passes[1.0], passes[0.0]
+        corr = Correction(
+            offsets={n: tuple(a + b for a, b in zip(rec1[n], rec0[n])) for n in rec1},
+            biases=dict(rec0), out_offset=out1 + out0, out_bias=out0)
+        corr.largest = max([1] + [_population(self.neurons[n], c) for n, c in rec0.items()])
+        self._corrections[key] = corr
+        return corr
+
+    # ------------------------------------------------------------------ running
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ConversionError(f"input must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ConversionError(f"input has dtype {x.dtype}; pass a float tensor "
+                                  f"(x.to({self.dtype}))")
+        if x.device != self.device:
+            raise ConversionError(f"input is on {x.device} but the network is on {self.device}; "
+                                  f"move one of them (x.to('{self.device}') or snn.to(...))")
+        if self._example_shape is not None and tuple(x.shape[1:]) != tuple(self._example_shape):
+            raise ConversionError(f"input has per-sample shape {tuple(x.shape[1:])} but the "
+                                  f"network was converted for {tuple(self._example_shape)}")
+        if not torch.isfinite(x).all():
+            raise ConversionError("input contains NaN or Inf; pass finite values")
+
+    def block_steps(self, batch: int, total: int, mode: str = "multistep") -> int:
+        """Steps per block: 1 in stepwise mode, else as many as fit the element budget."""
+        if mode not in MODES:
+            raise ConversionError(f"unknown mode {mode!r}; use one of {MODES}")
+        if mode == "stepwise":
+            return 1
+        per_step = batch * max(self._correction.largest, 1)
+        return max(1, min(total, _BLOCK_ELEMENTS // per_step))
+
+    def forward(self, x: torch.Tensor, timestamps: int | Sequence[int] = (8, 64),
+                mode: str = "multistep", block_steps: int | None = None,
+                probes: Sequence[Probe] = ()) -> torch.Tensor:
+        """Simulate max(timestamps) steps on ``x`` (B, ...) and return the decoded outputs at
+        each timestamp, shape (len(timestamps), B, ...). State is reset on every call."""
+        ts = check_timestamps(timestamps)
+        self._check_input(x)
+        x = x.to(self.dtype)
+        total, batch = ts[-1], x.shape[0]
+        self._correction = self.correction(x.shape[1:])
+        corr = self._correction
+        steps = block_steps if block_steps is not None else self.block_steps(batch, total, mode)
+        if not (isinstance(steps, int) and steps >= 1):
+            raise ConversionError(f"block_steps must be a positive integer, got {steps!r}")
+        etas = self.dynamics.etas(total, self.device, self.dtype)
+        if isinstance(self.dynamics, IFDynamics):
+            encoder, decoder = DirectEncoder(x), RateDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]))
+        else:
+            encoder = FloatEncoder(x) if self.dynamics.encoder == "float" else _DirectSignGD(x)
+            decoder = SignGDDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]),
+                                    corr.out_offset)
+        runtime = _Runtime(self)
+        for probe in probes:
+            probe.start(self, batch, total)
+            for name, module in self.neurons.items():
+                obs = probe.observer(name, module)
+                if obs is not None:
+                    runtime.observers[name] = _chain(runtime.observers.get(name), obs)
+        wanted = {t: i for i, t in enumerate(ts)}
+        results: list[torch.Tensor | None] = [None] * len(ts)
+        self._attach(runtime)
+        try:
+            with torch.no_grad():
+                for start in range(0, total, steps):
+                    block = etas[start:start + steps]
+                    runtime.etas = block
+                    emitted = encoder.emit(block)  # (c, B, ...)
+                    out = self.graph_module(emitted.reshape(-1, *x.shape[1:]))  # (c*B, ...)
+                    decoded = decoder.decode(out.reshape(block.shape[0], batch, *out.shape[1:]),
+                                             block)
+                    for k in range(block.shape[0]):
+                        if start + k + 1 in wanted:
+                            results[wanted[start + k + 1]] = decoded[k]
+        finally:
+            self._attach(None)
+        return torch.stack(results)
+
+
+class _DirectSignGD:
+    """Input codec of the ``extended`` dynamics: emits e_1 = (1 - x/eta_1)/2 then 1/2, so the
+    first layer's input estimate is A(x) from the first step (no 0.956 gain floor)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.started = False
+
+    def emit(self, etas: torch.Tensor) -> torch.Tensor:
+        out = torch.full((etas.shape[0], *self.x.shape), 0.5, dtype=self.x.dtype, device=self.x.device)
+        if not self.started:
+            out[0] = (1.0 - self.x / etas[0]) / 2.0
+            self.started = True
+        return out
+
+
+def _population(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
+    if isinstance(module, MatmulNeuronOp):
+        a, b = currents
+        return a.numel() * b.shape[-1]
+    return torch.broadcast_shapes(*(c.shape for c in currents)).numel()
+
+
+def _chain(first: Observer | None, second: Observer) -> Observer:
+    if first is None:
+        return second
+
+    def both(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
+        first(t, x_hat, v, s)
+        second(t, x_hat, v, s)
+
+    return both

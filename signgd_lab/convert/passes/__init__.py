@@ -1,0 +1,14 @@
+"""Conversion passes. Each takes a GraphModule and returns a new one (the input is not changed),
+ending with ``graph.lint()`` and ``recompile()``."""
+from .calibration import calibrate, collect_batches
+from .fuse_bn import fuse_conv_bn
+from .rewrite import (decompose_attention, decompose_layernorm, decompose_maxpool,
+                      replace_nonlinearities)
+from .scaling import scale_activations
+from .support import find_unsupported
+
+__all__ = [
+    "calibrate", "collect_batches", "decompose_attention", "decompose_layernorm",
+    "decompose_maxpool", "find_unsupported", "fuse_conv_bn", "replace_nonlinearities",
+    "scale_activations",
+]

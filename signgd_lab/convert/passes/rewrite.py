@@ -1,0 +1,56 @@
+"""The staged rewrites: every node matched by a registered handler of the stage is replaced by
+the handler's decomposition (see :mod:`signgd_lab.convert.handlers`)."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import fx
+
+from ..graph_utils import Emitter, dynamic_nodes, finish, propagate_shapes
+from ..handlers import handlers_for
+from ..recipes import Recipe
+
+
+def apply_stage(gm: fx.GraphModule, stage: str, recipe: Recipe,
+                example: torch.Tensor | None = None) -> fx.GraphModule:
+    """Return a copy of ``gm`` with every input-dependent node of ``stage`` rewritten.
+
+    ``example`` (one input batch) is needed by rewrites that read shapes (max-pooling, SDPA).
+    """
+    gm = copy.deepcopy(gm)
+    if example is not None:
+        propagate_shapes(gm, example)
+    dynamic = dynamic_nodes(gm.graph)
+    handlers = handlers_for(stage)
+    for node in list(gm.graph.nodes):
+        if node not in dynamic or node.graph is not gm.graph:
+            continue
+        handler = next((h for h in handlers if h.matches(gm, node, dynamic)), None)
+        if handler is None:
+            continue
+        with Emitter(gm, node) as emit:
+            result = handler.rewrite(emit, node, recipe)
+            if result is not None:
+                emit.replace(result)
+    return finish(gm)
+
+
+def decompose_attention(gm: fx.GraphModule, recipe: Recipe, example: torch.Tensor) -> fx.GraphModule:
+    """timm Attention, nn.MultiheadAttention, F.scaled_dot_product_attention -> neurons."""
+    return apply_stage(gm, "attention", recipe, example)
+
+
+def decompose_layernorm(gm: fx.GraphModule, recipe: Recipe) -> fx.GraphModule:
+    """nn.LayerNorm (timm LayerNorm, LayerNorm2d), F.layer_norm -> square / rsqrt_div neurons."""
+    return apply_stage(gm, "layernorm", recipe)
+
+
+def decompose_maxpool(gm: fx.GraphModule, recipe: Recipe, example: torch.Tensor) -> fx.GraphModule:
+    """nn.MaxPool2d, F.max_pool2d -> chains of pairwise max neurons."""
+    return apply_stage(gm, "maxpool", recipe, example)
+
+
+def replace_nonlinearities(gm: fx.GraphModule, recipe: Recipe) -> fx.GraphModule:
+    """Every remaining elementwise / bilinear nonlinearity -> its neuron."""
+    return apply_stage(gm, "neuron", recipe)

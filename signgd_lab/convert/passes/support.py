@@ -1,0 +1,36 @@
+"""Find every op that conversion cannot handle, so they can be reported all at once."""
+from __future__ import annotations
+
+from torch import fx
+
+from ..graph_utils import describe, dynamic_nodes, module_of
+from ..handlers import find_handler, is_affine
+from ..neuron_ops import NeuronOp
+
+_HINT = ("register a handler (signgd_lab.convert.register_handler) if it is a nonlinearity, "
+         "declare it glue (register_affine) if it is affine, or replace it in the model")
+
+
+def find_unsupported(gm: fx.GraphModule, allowed_handlers: set[str] | None = None) -> list[str]:
+    """One line per input-dependent node that is neither affine glue nor handled (or handled by
+    a handler outside ``allowed_handlers``), plus the reason a matched handler refuses a node."""
+    dynamic = dynamic_nodes(gm.graph)
+    problems = []
+    for node in gm.graph.nodes:
+        if node not in dynamic or node.op in ("placeholder", "output"):
+            continue
+        if isinstance(module_of(gm, node), NeuronOp):
+            continue
+        handler = find_handler(gm, node, dynamic)
+        if handler is not None:
+            if allowed_handlers is not None and handler.name not in allowed_handlers:
+                problems.append(f"{describe(gm, node)}: '{handler.name}' cannot run with these "
+                                "dynamics; use dynamics='paper' for non-ReLU networks")
+                continue
+            reason = handler.check(gm, node) if handler.check else None
+            if reason:
+                problems.append(f"{describe(gm, node)}: {reason}")
+            continue
+        if not is_affine(gm, node, dynamic):
+            problems.append(f"{describe(gm, node)}: no handler; {_HINT}")
+    return problems

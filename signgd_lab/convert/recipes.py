@@ -1,0 +1,59 @@
+"""Conversion recipes: *what* to replace and how to calibrate, separate from the executor.
+
+``paper`` follows THEORY.md section 4 literally. ``extended`` is ours: it keeps every equation
+of the neurons but picks targets that match the module (exact erf/tanh GELU, the module's
+LeakyReLU slope) and normalises every positively homogeneous activation, not only ReLU.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the conversion passes do.
+
+    Attributes:
+        name: preset name.
+        gelu: ``paper`` (every GELU becomes the sigmoid-approximation neuron) or ``match``
+            (erf GELU -> ``gelu_erf``, approximate='tanh' -> ``gelu_tanh``).
+        leaky_slope: ``paper`` (slope 0.1 whatever the module says) or ``module``.
+        scaled_targets: neuron targets normalised by calibrated elementwise maxima
+            (x / m -> g -> * m). Paper: ReLU only.
+        maxpool_padding: value of the padding around max-pool windows (reference: -200).
+        calibration_floor: calibrated maxima <= this are set to 1 (reference: 1e-5).
+    """
+
+    name: str = "paper"
+    gelu: str = "paper"
+    leaky_slope: str = "paper"
+    scaled_targets: tuple[str, ...] = ("relu",)
+    maxpool_padding: float = -200.0
+    calibration_floor: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.gelu not in ("paper", "match"):
+            raise ValueError(f"Recipe.gelu must be 'paper' or 'match', got {self.gelu!r}")
+        if self.leaky_slope not in ("paper", "module"):
+            raise ValueError(f"Recipe.leaky_slope must be 'paper' or 'module', got {self.leaky_slope!r}")
+
+
+RECIPES = {
+    "paper": Recipe(),
+    "extended": Recipe(name="extended", gelu="match", leaky_slope="module",
+                       scaled_targets=("relu", "leaky_relu", "abs")),
+}
+
+
+def get_recipe(recipe: str | Recipe) -> Recipe:
+    """A preset by name (``paper``, ``extended``) or a :class:`Recipe` unchanged."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)} or pass a Recipe")
+    return RECIPES[recipe]
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipe presets."""
+    return list(RECIPES)
