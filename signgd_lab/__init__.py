@@ -1,4 +1,5 @@
 """signgd_lab: explore sign-gradient-descent neuronal dynamics and ANN-to-SNN conversion."""
+from .conversion import ConversionError, SpikingNetwork, convert
 from .dynamics import (
     IFDynamics,
     Schedule,
@@ -15,6 +16,6 @@ from .dynamics import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "IFDynamics", "Schedule", "SignGDDynamics", "Target", "Trajectory", "get_target",
+    "ConversionError", "SpikingNetwork", "convert", "IFDynamics", "Schedule", "SignGDDynamics", "Target", "Trajectory", "get_target",
     "list_targets", "register_target", "simulate_if_neuron", "simulate_neuron",
 ]

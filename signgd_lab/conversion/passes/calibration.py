@@ -17,7 +17,7 @@ def collect_batches(calibration: torch.Tensor | Iterable, max_batches: int | Non
     (tensors, or tuples / lists / dicts whose first value is the input)."""
     if isinstance(calibration, torch.Tensor):
         batches = list(torch.split(calibration, batch_size)) if calibration.numel() else []
-    elif isinstance(calibration, Iterable):
+    elif isinstance(calibration, Iterable) and not isinstance(calibration, (str, bytes)):
         batches = []
         for item in calibration:
             if isinstance(item, dict):

@@ -7,7 +7,7 @@ from ..graph_utils import describe, dynamic_nodes, module_of
 from ..handlers import find_handler, is_affine
 from ..neuron_ops import NeuronOp
 
-_HINT = ("register a handler (signgd_lab.convert.register_handler) if it is a nonlinearity, "
+_HINT = ("register a handler (signgd_lab.conversion.register_handler) if it is a nonlinearity, "
          "declare it glue (register_affine) if it is affine, or replace it in the model")
 
 

@@ -129,7 +129,7 @@ class SpikingNetwork(nn.Module):
             neuron targets), which is what probes compare against.
         dynamics: :class:`SignGDDynamics` or :class:`IFDynamics`.
         neurons: name -> :class:`NeuronOp` for every neuron population.
-        replaced: one row per converted op (see :func:`signgd_lab.convert.convert`).
+        replaced: one row per converted op (see :func:`signgd_lab.conversion.convert`).
     """
 
     def __init__(self, graph_module: fx.GraphModule, dynamics: SignGDDynamics | IFDynamics,

@@ -1,0 +1,199 @@
+"""Each conversion pass is a GraphModule -> GraphModule function that keeps the ANN's output."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from signgd_lab.conversion import Recipe, count_nonlinear, trace
+from signgd_lab.conversion.neuron_ops import MatmulNeuronOp, NeuronOp
+from signgd_lab.conversion.passes import (calibrate, decompose_attention, decompose_layernorm,
+                                       decompose_maxpool, fuse_conv_bn, replace_nonlinearities,
+                                       scale_activations)
+
+EXACT = Recipe(name="exact", gelu="match", leaky_slope="module")
+
+
+def neurons(gm):
+    return [m for m in gm.modules() if isinstance(m, NeuronOp)]
+
+
+def same(gm, model, x, atol=1e-5):
+    with torch.no_grad():
+        return torch.allclose(gm(x), model(x), atol=atol, rtol=1e-4)
+
+
+def test_fuse_conv_bn_and_purity():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(8 * 36, 16), nn.BatchNorm1d(16)).eval()
+    for bn in (model[1], model[5]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    gm = trace(model)
+    code_before = gm.code
+    fused = fuse_conv_bn(gm)
+    assert gm.code == code_before  # the input graph is untouched
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())
+    assert same(fused, model, torch.randn(4, 3, 8, 8))
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+@pytest.mark.parametrize("functional", [False, True])
+def test_maxpool_becomes_pairwise_max_chain(kernel, stride, padding, functional):
+    class Pool(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pool = nn.MaxPool2d(kernel, stride, padding)
+
+        def forward(self, x):
+            if functional:
+                return F.max_pool2d(x, kernel, stride, padding)
+            return self.pool(x)
+
+    model = Pool().eval()
+    x = torch.randn(2, 3, 9, 9)
+    gm = decompose_maxpool(trace(model), Recipe(), x)
+    assert same(gm, model, x, atol=0)
+    assert len(neurons(gm)) == kernel * kernel - 1
+    assert all(n.target.name == "max" for n in neurons(gm))
+
+
+class LN2d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        from timm.layers import LayerNorm2d
+        self.norm = LayerNorm2d(6)
+        nn.init.normal_(self.norm.weight)
+        nn.init.normal_(self.norm.bias)
+
+    def forward(self, x):
+        return self.norm(x)
+
+
+class FunctionalLN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6))
+
+    def forward(self, x):
+        return F.layer_norm(x, (6,), self.w, None, 1e-5)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda: nn.LayerNorm(6), (4, 5, 6)),
+    (lambda: nn.LayerNorm((5, 6)), (4, 5, 6)),
+    (LN2d, (2, 6, 3, 3)),
+    (FunctionalLN, (4, 6)),
+])
+def test_layernorm_decomposition(make, shape):
+    torch.manual_seed(1)
+    model = make().eval()
+    x = torch.randn(*shape) * 3 + 1
+    gm = decompose_layernorm(trace(model), Recipe())
+    assert same(gm, model, x, atol=1e-5)
+    assert sorted(n.target.name for n in neurons(gm)) == ["rsqrt_div", "square"]
+
+
+class TimmAttn(nn.Module):
+    def __init__(self, fused: bool):
+        super().__init__()
+        from timm.layers.attention import Attention
+        self.attn = Attention(16, num_heads=4, qkv_bias=True)
+        self.attn.fused_attn = fused
+
+    def forward(self, x):
+        return self.attn(x)
+
+
+class SDPA(nn.Module):
+    def forward(self, x):
+        q, k, v = x, x * 0.5, x + 1
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+class MHA(nn.Module):
+    def __init__(self, batch_first: bool, need_weights: bool):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=batch_first)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        if self.need_weights:
+            out, w = self.mha(x, x, x)
+            return out + w.sum(-1, keepdim=True)
+        out, _ = self.mha(x, x, x, need_weights=False)
+        return out
+
+
+@pytest.mark.parametrize("make", [
+    lambda: TimmAttn(True), lambda: TimmAttn(False), SDPA,
+    lambda: MHA(True, False), lambda: MHA(False, False), lambda: MHA(True, True)],
+    ids=["timm-fused", "timm-manual", "sdpa", "mha-bf", "mha-seq-first", "mha-weights"])
+def test_attention_decomposition(make):
+    torch.manual_seed(2)
+    model = make().eval()
+    x = torch.randn(3, 5, 16)
+    gm = decompose_attention(trace(model), Recipe(), x)
+    gm = replace_nonlinearities(gm, Recipe())
+    assert same(gm, model, x, atol=1e-5)
+    kinds = sorted(type(n).__name__ + ":" + n.target.name for n in neurons(gm))
+    assert kinds == ["MatmulNeuronOp:mul", "MatmulNeuronOp:mul", "NeuronOp:div", "NeuronOp:exp"]
+
+
+class Functional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.relu_inplace = nn.ReLU(inplace=True)
+        self.beta = nn.Parameter(torch.randn(8))
+
+    def forward(self, x):
+        a = F.relu(self.fc(x)) + torch.relu(x) + self.relu_inplace(x * 2)
+        b = F.gelu(a, approximate="tanh") + F.gelu(a)
+        c = b.softmax(-1) + F.softmax(b, dim=-1)
+        d = torch.addcmul(self.beta, c, x)  # product of two input-dependent tensors
+        e = F.leaky_relu(d, 0.2) + x.relu_() * 0.5
+        return e @ e.transpose(-2, -1) + torch.maximum(e, x).sum()
+
+
+def test_functional_forms_all_become_neurons():
+    torch.manual_seed(3)
+    model = Functional().eval()
+    x = torch.randn(2, 4, 8)
+    ref = model(x.clone())
+    gm = replace_nonlinearities(trace(model), EXACT)
+    counts = count_nonlinear(gm)
+    assert counts["remaining"] == 0
+    names = sorted(n.target.name for n in neurons(gm))
+    assert names.count("relu") == 4 and names.count("exp") == 2 and names.count("div") == 2
+    assert {"gelu_tanh", "gelu_erf", "mul", "max", "leaky_relu(slope=0.2)"} <= set(names)
+    assert any(isinstance(n, MatmulNeuronOp) for n in neurons(gm))
+    with torch.no_grad():
+        assert torch.allclose(gm(x.clone()), ref, atol=1e-4)
+
+
+def test_paper_recipe_uses_reference_targets():
+    model = nn.Sequential(nn.Linear(4, 4), nn.GELU(approximate="tanh"), nn.LeakyReLU(0.3)).eval()
+    names = sorted(n.target.name for n in neurons(replace_nonlinearities(trace(model), Recipe())))
+    assert names == ["gelu", "leaky_relu"]  # sigmoid GELU, slope 0.1 (THEORY.md)
+
+
+def test_calibration_records_elementwise_relu_max_and_scaling_is_exact():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).eval()
+    gm = replace_nonlinearities(trace(model), Recipe())
+    data = [torch.randn(16, 5), torch.randn(16, 5)]
+    maxima = calibrate(gm, data, Recipe())
+    (name, m), = maxima.items()
+    with torch.no_grad():
+        acts = torch.cat([torch.relu(model[0](b)) for b in data])
+    expected = acts.amax(0)
+    expected[expected <= 1e-5] = 1.0
+    assert torch.equal(m, expected)
+    scaled = scale_activations(gm, maxima)
+    x = torch.randn(8, 5)
+    assert same(scaled, model, x, atol=1e-6)
+    assert "div" in scaled.code and "mul" in scaled.code
