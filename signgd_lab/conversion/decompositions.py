@@ -55,7 +55,7 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
         for j in range(kw):
             window = x[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (B,C,Ho,Wo)
             out = window if out is None else neuron(emit, node, "max", out, window,
-                                                    role="max-pool", suffix=f"_max{i}{j}")
+                                                    role="max-pool", suffix=f"_{i}{j}")
     return out
 
 
@@ -80,9 +80,9 @@ def _layernorm(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     x = emit.proxy(node.args[0])
     mean = x.mean(dims, keepdim=True)
     u = x - mean
-    q = neuron(emit, node, "square", u, role="layernorm-square", suffix="_square")
+    q = neuron(emit, node, "square", u, role="layernorm-square")
     var = q.mean(dims, keepdim=True)
-    n = neuron(emit, node, "rsqrt_div", u, var + eps, role="layernorm-normalise", suffix="_norm")
+    n = neuron(emit, node, "rsqrt_div", u, var + eps, role="layernorm-normalise")
 
     def as_operand(t: object, name: str) -> object:
         if isinstance(t, fx.Node):

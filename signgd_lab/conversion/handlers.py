@@ -169,25 +169,31 @@ def _arg(node: fx.Node, i: int, name: str, default: object = None) -> object:
     return node.kwargs.get(name, default)
 
 
+def neuron_name(node: fx.Node, target: str, suffix: str = "") -> str:
+    """``<target>_<module path or node name><suffix>``, e.g. ``relu_features_2``."""
+    origin = node.target.replace(".", "_") if node.op == "call_module" else node.name
+    return f"{target}_{origin}{suffix}"
+
+
 def neuron(emit: Emitter, node: fx.Node, target: str, *inputs: object, role: str = "activation",
            suffix: str = "", **params: float) -> fx.Proxy:
     """Emit a :class:`NeuronOp` with ``target`` on ``inputs`` (proxies)."""
     op = NeuronOp(get_target(target, **params), source_of(emit.gm, node), role)
-    return emit.module(f"{node.name}{suffix}", op, *inputs)
+    return emit.module(neuron_name(node, target, suffix), op, *inputs)
 
 
 def matmul_neurons(emit: Emitter, node: fx.Node, a: fx.Proxy, b: fx.Proxy, suffix: str = "",
                    role: str = "matmul") -> fx.Proxy:
     """Emit product neurons for a @ b between two input-dependent tensors."""
     op = MatmulNeuronOp(get_target("mul"), source_of(emit.gm, node), role)
-    return emit.module(f"{node.name}{suffix}", op, a, b)
+    return emit.module(neuron_name(node, "mul", suffix), op, a, b)
 
 
 def softmax_neurons(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int) -> fx.Proxy:
     """softmax(x) = exp(x) / sum(exp(x)) with exp and div neurons (no max-subtraction)."""
-    e = neuron(emit, node, "exp", x, role="softmax-exp", suffix="_exp")
+    e = neuron(emit, node, "exp", x, role="softmax-exp")
     total = e.sum(dim, keepdim=True)
-    return neuron(emit, node, "div", e, total, role="softmax-div", suffix="_div")
+    return neuron(emit, node, "div", e, total, role="softmax-div")
 
 
 def _first(emit: Emitter, node: fx.Node) -> fx.Proxy:

@@ -52,6 +52,9 @@ class Probe:
     def start(self, network: "SpikingNetwork", batch: int, steps: int) -> None:
         """Called once before a run."""
 
+    def finish(self) -> None:
+        """Called once after a run (also when it fails)."""
+
 
 @dataclass
 class Correction:
@@ -139,8 +142,10 @@ class SpikingNetwork(nn.Module):
         self.dynamics = dynamics
         self.recipe_name = recipe_name
         self.replaced = list(replaced or [])
-        self.neurons: dict[str, NeuronOp] = {
-            n: m for n, m in graph_module.named_modules() if isinstance(m, NeuronOp)}
+        self.neurons: dict[str, NeuronOp] = {  # in graph (execution) order
+            node.target: graph_module.get_submodule(node.target)
+            for node in graph_module.graph.nodes if node.op == "call_module"
+            and isinstance(graph_module.get_submodule(node.target), NeuronOp)}
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
         self._corrections: dict[tuple, Correction] = {}
         self._correction = Correction()
@@ -270,6 +275,8 @@ class SpikingNetwork(nn.Module):
                             results[wanted[start + k + 1]] = decoded[k]
         finally:
             self._attach(None)
+            for probe in probes:
+                probe.finish()
         return torch.stack(results)
 
 

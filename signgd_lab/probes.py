@@ -1,0 +1,355 @@
+"""Probes: what each neuron population and layer of a converted network does.
+
+* :func:`layer_errors` -- per-layer error table (layer x time-step: relative L2, max abs, cosine)
+  between the SNN's decoded activation and the ANN's activation at the same node.
+* :class:`TraceProbe` -- membrane / input-estimate / spike traces of a few chosen neurons
+  (memory: steps x chosen neurons, never a whole layer).
+* :func:`spike_stats` -- spikes per layer (firing rates), synaptic operations and an energy
+  estimate against the ANN's multiply-accumulates.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .conversion.errors import ConversionError
+from .conversion.network import Probe, SpikingNetwork, check_timestamps
+from .conversion.neuron_ops import MatmulNeuronOp, NeuronOp
+
+#: Energy per operation, 45 nm CMOS, 32-bit float (M. Horowitz, "Computing's energy problem",
+#: ISSCC 2014): a multiply-accumulate costs 3.7 pJ (mult) + 0.9 pJ (add); an accumulate 0.9 pJ.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+
+def _decoded(module: NeuronOp, v: torch.Tensor) -> torch.Tensor:
+    """A population's output estimate in the ANN node's shape (products summed over K)."""
+    return v.sum(-2) if isinstance(module, MatmulNeuronOp) else v
+
+
+def _resolve_layers(snn: SpikingNetwork, layers: Sequence[str] | None) -> list[str]:
+    if layers is None:
+        return list(snn.neurons)
+    unknown = [n for n in layers if n not in snn.neurons]
+    if unknown:
+        raise ConversionError(f"unknown layer(s) {unknown}; choose from snn.neurons: "
+                              f"{', '.join(snn.neurons)}")
+    return list(layers)
+
+
+class ActivationProbe(Probe):
+    """Records the decoded output estimate of chosen populations at chosen time-steps."""
+
+    def __init__(self, layers: Sequence[str], timestamps: Sequence[int]) -> None:
+        self.layers = set(layers)
+        self.timestamps = set(timestamps)
+        self.values: dict[tuple[str, int], torch.Tensor] = {}
+
+    def observer(self, name: str, module: NeuronOp):
+        if name not in self.layers:
+            return None
+
+        def record(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
+            if t in self.timestamps:
+                self.values[(name, t)] = _decoded(module, v).clone()
+
+        return record
+
+
+def ann_activations(snn: SpikingNetwork, x: torch.Tensor, layers: Sequence[str] | None = None
+                    ) -> dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
+    """``{layer: (inputs, output)}`` of neuron populations in the converted ANN for input ``x``."""
+    wanted = set(_resolve_layers(snn, layers))
+    seen: dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
+    hooks = []
+    for name, module in snn.neurons.items():
+        if name in wanted:
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o, name=name: seen.__setitem__(name, (tuple(a.detach() for a in i),
+                                                                   o.detach()))))
+    try:
+        snn.ann(x.to(snn.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@dataclass
+class LayerErrorTable:
+    """Per-layer errors of the SNN against the ANN, rows = layers (graph order) + ``output``,
+    columns = timestamps. Tensors have shape (len(layers), len(timestamps))."""
+
+    layers: list[str]
+    timestamps: list[int]
+    targets: list[str]
+    roles: list[str]
+    rel_l2: torch.Tensor
+    max_abs: torch.Tensor
+    cosine: torch.Tensor
+
+    def to_rows(self) -> list[dict]:
+        """One dict per (layer, timestamp)."""
+        return [dict(layer=l, target=self.targets[i], role=self.roles[i], T=t,
+                     rel_l2=self.rel_l2[i, j].item(), max_abs=self.max_abs[i, j].item(),
+                     cosine=self.cosine[i, j].item())
+                for i, l in enumerate(self.layers) for j, t in enumerate(self.timestamps)]
+
+    def worst_layer(self, T: int | None = None) -> str:
+        """The neuron layer with the largest relative error at ``T`` (default: the last T)."""
+        j = self.timestamps.index(T) if T is not None else -1
+        neuron_rows = self.rel_l2[:-1, j]
+        return self.layers[int(neuron_rows.argmax())]
+
+
+def _errors(est: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
+    diff = (est - ref).flatten().double()
+    ref_f, est_f = ref.flatten().double(), est.flatten().double()
+    rel = (diff.norm() / ref_f.norm().clamp_min(1e-12)).item()
+    cos = torch.nn.functional.cosine_similarity(est_f, ref_f, dim=0, eps=1e-12).item()
+    return rel, diff.abs().max().item(), cos
+
+
+def layer_errors(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
+                 timestamps: Sequence[int], layers: Sequence[str] | None = None,
+                 mode: str = "multistep") -> LayerErrorTable:
+    """Error of every (chosen) neuron layer and of the output at each timestamp, in one run.
+
+    A layer's SNN value is its decoded output estimate v_t (summed over K for matmul product
+    neurons); its reference is the same node of the converted ANN (which equals ``model`` up
+    to the recipe's target approximations). The last row, ``output``, compares the decoded
+    network output with ``model(x)``.
+    """
+    ts = check_timestamps(timestamps)
+    names = _resolve_layers(snn, layers)
+    probe = ActivationProbe(names, ts)
+    out = snn(x, ts, mode=mode, probes=[probe])
+    ann = ann_activations(snn, x, names)
+    with torch.no_grad():
+        ref_out = model(x.to(snn.dtype))
+    rows = names + ["output"]
+    shape = (len(rows), len(ts))
+    rel, mx, cos = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
+    for i, name in enumerate(rows):
+        for j, t in enumerate(ts):
+            est, ref = (out[j], ref_out) if name == "output" else (probe.values[(name, t)], ann[name][1])
+            rel[i, j], mx[i, j], cos[i, j] = _errors(est, ref)
+    targets = [snn.neurons[n].target.name for n in names] + ["-"]
+    roles = [snn.neurons[n].role for n in names] + ["output"]
+    return LayerErrorTable(rows, ts, targets, roles, rel, mx, cos)
+
+
+class TraceProbe(Probe):
+    """Per-step traces of a few neurons of one layer: input estimate(s), membrane v, spikes.
+
+    Args:
+        layer: a name from ``snn.neurons``.
+        neurons: flat indices into one sample's population (or a count: the first n, spread
+            evenly over the population).
+        sample: which batch element to watch.
+
+    After a run: ``x_hat`` (T, n) (and ``x_hat_inputs`` for two-input neurons), ``v`` (T, n),
+    ``spikes`` (T, n), plus ``indices``.
+    """
+
+    def __init__(self, layer: str, neurons: Sequence[int] | int = 5, sample: int = 0) -> None:
+        self.layer = layer
+        self.request = neurons
+        self.sample = sample
+        self.indices: torch.Tensor | None = None
+        self._x: list[tuple[torch.Tensor, ...]] = []
+        self._v: list[torch.Tensor] = []
+        self._s: list[torch.Tensor] = []
+
+    def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
+        if self.layer not in network.neurons:
+            raise ConversionError(f"unknown layer {self.layer!r}; choose from snn.neurons")
+        if not 0 <= self.sample < batch:
+            raise ConversionError(f"sample {self.sample} out of range for a batch of {batch}")
+        self._x, self._v, self._s, self.indices = [], [], [], None
+
+    def _pick(self, v: torch.Tensor) -> torch.Tensor:
+        size = v[self.sample].numel()
+        if isinstance(self.request, int):
+            n = max(1, min(self.request, size))
+            return torch.linspace(0, size - 1, n).round().long()
+        idx = torch.as_tensor(list(self.request), dtype=torch.long)
+        if idx.numel() == 0 or idx.min() < 0 or idx.max() >= size:
+            raise ConversionError(f"neuron indices must lie in [0, {size}) for layer {self.layer}")
+        return idx
+
+    def observer(self, name: str, module: NeuronOp):
+        if name != self.layer:
+            return None
+
+        def record(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
+            if self.indices is None:
+                self.indices = self._pick(v).to(v.device)
+            shape = v[self.sample].shape
+            take = lambda a: a[self.sample].expand(shape).flatten()[self.indices].clone()  # noqa: E731
+            self._x.append(tuple(take(a) for a in x_hat))
+            self._v.append(take(v))
+            self._s.append(take(s))
+
+        return record
+
+    @property
+    def v(self) -> torch.Tensor:
+        """(T, n) membrane / output estimates."""
+        return torch.stack(self._v)
+
+    @property
+    def spikes(self) -> torch.Tensor:
+        """(T, n) spikes."""
+        return torch.stack(self._s)
+
+    @property
+    def x_hat_inputs(self) -> tuple[torch.Tensor, ...]:
+        """One (T, n) tensor per input estimate."""
+        return tuple(torch.stack(k) for k in zip(*self._x))
+
+    @property
+    def x_hat(self) -> torch.Tensor:
+        """(T, n) estimate of the first input."""
+        return self.x_hat_inputs[0]
+
+
+class SpikeCounter(Probe):
+    """Counts spikes per neuron population and synaptic operations per affine layer."""
+
+    def __init__(self) -> None:
+        self.spikes: dict[str, float] = {}
+        self.population: dict[str, int] = {}
+        self.sops = 0.0
+        self.dense_macs = 0.0
+        self._hooks: list = []
+
+    def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
+        self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
+        self._dense = _encoder_fed_layers(network)
+        for module in network.graph_module.modules():
+            if isinstance(module, _AFFINE_LAYERS):
+                self._hooks.append(module.register_forward_hook(self._count_synapses))
+
+    def finish(self) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+
+    def _count_synapses(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        x = inputs[0]
+        macs = _macs(module, output)
+        if module in self._dense:
+            self.dense_macs += macs
+        else:  # every nonzero input is a spike (times a scale): one accumulate per synapse
+            self.sops += float((x != 0).sum()) * macs / max(x.numel(), 1)
+
+    def observer(self, name: str, module: NeuronOp):
+        def record(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
+            count = float(s.sum())
+            self.spikes[name] = self.spikes.get(name, 0.0) + count
+            self.population[name] = v[0].numel()
+            if isinstance(module, MatmulNeuronOp):
+                self.sops += count  # each product spike is one accumulate into the sum over K
+
+        return record
+
+
+_AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _encoder_fed_layers(snn: SpikingNetwork) -> set[nn.Module]:
+    """Affine layers reached from the network input without crossing a neuron: they receive
+    the encoder's real values, so they multiply-accumulate instead of accumulating spikes."""
+    gm = snn.graph_module
+    fed: set = set()
+    layers: set[nn.Module] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            fed.add(node)
+            continue
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), NeuronOp):
+            continue
+        if any(a in fed for a in node.all_input_nodes):
+            fed.add(node)
+            if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _AFFINE_LAYERS):
+                layers.add(gm.get_submodule(node.target))
+    return layers
+
+
+def _macs(module: nn.Module, output: torch.Tensor) -> float:
+    """Multiply-accumulates of a Linear / Conv producing ``output``."""
+    if isinstance(module, nn.Linear):
+        return float(output.numel() * module.in_features)
+    k = 1
+    for d in module.kernel_size:
+        k *= d
+    return float(output.numel() * module.in_channels // module.groups * k)
+
+
+def ann_macs(snn: SpikingNetwork, x: torch.Tensor) -> float:
+    """Multiply-accumulates of one ANN inference on ``x`` (affine layers and matmuls)."""
+    total = [0.0]
+    hooks = []
+    for module in snn.graph_module.modules():
+        if isinstance(module, _AFFINE_LAYERS):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, o))))
+        elif isinstance(module, MatmulNeuronOp):
+            hooks.append(module.register_forward_hook(
+                lambda m, i, o: total.__setitem__(0, total[0] + i[0].numel() * i[1].shape[-1])))
+    try:
+        snn.ann(x.to(snn.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+@dataclass
+class SpikeStats:
+    """Spiking activity of one inference of T steps, per sample.
+
+    Attributes:
+        firing_rate: layer -> spikes per neuron per step.
+        spikes: layer -> spikes per sample over the run.
+        sops: synaptic operations (accumulates) per sample over the run.
+        dense_macs: multiply-accumulates on non-spike inputs (the encoded input layer).
+        ann_macs: multiply-accumulates of one ANN inference per sample.
+        snn_energy_uj, ann_energy_uj: estimates in microjoules with :data:`E_AC_PJ` and
+            :data:`E_MAC_PJ`.
+    """
+
+    T: int
+    firing_rate: dict[str, float] = field(default_factory=dict)
+    spikes: dict[str, float] = field(default_factory=dict)
+    sops: float = 0.0
+    dense_macs: float = 0.0
+    ann_macs: float = 0.0
+
+    @property
+    def snn_energy_uj(self) -> float:
+        """Estimated SNN energy per inference (uJ)."""
+        return (self.sops * E_AC_PJ + self.dense_macs * E_MAC_PJ) * 1e-6
+
+    @property
+    def ann_energy_uj(self) -> float:
+        """Estimated ANN energy per inference (uJ)."""
+        return self.ann_macs * E_MAC_PJ * 1e-6
+
+
+def spike_stats(snn: SpikingNetwork, x: torch.Tensor, T: int) -> SpikeStats:
+    """Run ``snn`` for ``T`` steps on ``x`` and return per-sample spiking activity and energy."""
+    (T,) = check_timestamps([T])
+    counter = SpikeCounter()
+    snn(x, [T], probes=[counter])
+    b = x.shape[0]
+    stats = SpikeStats(T=T, sops=counter.sops / b, dense_macs=counter.dense_macs / b,
+                       ann_macs=ann_macs(snn, x) / b)
+    for name, count in counter.spikes.items():
+        stats.spikes[name] = count / b
+        stats.firing_rate[name] = count / (b * counter.population[name] * T)
+    return stats

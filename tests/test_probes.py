@@ -1,0 +1,88 @@
+"""Probes: per-layer errors, bounded traces, spike statistics."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import signgd_lab as sl
+from signgd_lab.conversion import ConversionError
+from signgd_lab.probes import E_AC_PJ, E_MAC_PJ, ann_activations
+
+
+@pytest.fixture(scope="module")
+def cnn(zoo_cache):
+    model, (x_tr, _), (x_te, _) = zoo_cache("digits_cnn")
+    return model, sl.convert(model, x_tr[:256]), x_te[:48]
+
+
+def test_layer_error_table_covers_every_layer_and_falls_with_T(cnn):
+    model, snn, x = cnn
+    ts = [8, 32, 128]
+    table = sl.layer_errors(model, snn, x, ts)
+    assert table.layers == list(snn.neurons) + ["output"]
+    assert table.rel_l2.shape == (len(snn.neurons) + 1, 3)
+    assert (table.rel_l2[:, 2] < table.rel_l2[:, 0]).all()
+    assert (table.cosine[:, 2] > 0.9).all()
+    # the output row is the network's own error against the model
+    out = snn(x, ts)
+    ref = model(x)
+    assert table.rel_l2[-1, 1].item() == pytest.approx(((out[1] - ref).norm() / ref.norm()).item(), rel=1e-5)
+    assert table.worst_layer() in snn.neurons
+    rows = table.to_rows()
+    assert len(rows) == (len(snn.neurons) + 1) * 3 and {"layer", "T", "rel_l2", "max_abs", "cosine"} <= set(rows[0])
+
+
+def test_layer_errors_of_chosen_layers_only(cnn):
+    model, snn, x = cnn
+    first = next(iter(snn.neurons))
+    table = sl.layer_errors(model, snn, x, [16], layers=[first])
+    assert table.layers == [first, "output"]
+    with pytest.raises(ConversionError, match="unknown layer"):
+        sl.layer_errors(model, snn, x, [16], layers=["nope"])
+
+
+def test_trace_probe_records_only_what_was_asked(cnn):
+    model, snn, x = cnn
+    layer = "relu_6"
+    probe = sl.TraceProbe(layer, neurons=[0, 5, 17], sample=1)
+    snn(x[:4], [40], probes=[probe])
+    assert probe.v.shape == (40, 3) and probe.spikes.shape == (40, 3) and probe.x_hat.shape == (40, 3)
+    assert set(probe.spikes.unique().tolist()) <= {0.0, 1.0}
+    # v follows the signGD update from the recorded spikes: v_t = v_{t-1} - eta_t (2 s_t - 1)
+    etas = snn.dynamics.etas(40)
+    v = -torch.cumsum(etas[:, None] * (2 * probe.spikes - 1), 0)
+    assert torch.allclose(v, probe.v, atol=1e-5)
+    # the traced neurons converge to the ANN's (scaled) activation at that node
+    ann_out = ann_activations(snn, x[:4], [layer])[layer][1]
+    assert torch.allclose(probe.v[-1], ann_out[1].flatten()[[0, 5, 17]], atol=0.05)
+    with pytest.raises(ConversionError, match="indices"):
+        snn(x[:2], [4], probes=[sl.TraceProbe(layer, neurons=[10**6])])
+
+
+def test_spike_stats_and_energy(cnn):
+    model, snn, x = cnn
+    stats = sl.spike_stats(snn, x, 32)
+    assert set(stats.firing_rate) == set(snn.neurons)
+    assert all(0.0 < r < 1.0 for r in stats.firing_rate.values())
+    assert stats.sops > 0 and stats.dense_macs > 0 and stats.ann_macs > 0
+    # the first conv sees the encoder's real values: 32 steps of its MACs per sample
+    first = model[0]
+    macs_first = 16 * 8 * 8 * 1 * 9
+    assert stats.dense_macs == pytest.approx(32 * macs_first)
+    assert stats.snn_energy_uj == pytest.approx((stats.sops * E_AC_PJ + stats.dense_macs * E_MAC_PJ) * 1e-6)
+    assert stats.ann_energy_uj == pytest.approx(stats.ann_macs * E_MAC_PJ * 1e-6)
+    assert first.out_channels == 16
+    # more steps -> more synaptic operations
+    assert sl.spike_stats(snn, x, 64).sops > stats.sops
+
+
+def test_spike_counts_match_trace_of_whole_small_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    snn = sl.convert(net, torch.rand(16, 3))
+    x = torch.rand(1, 3)
+    probe = sl.TraceProbe("relu_1", neurons=4)
+    snn(x, [25], probes=[probe])
+    stats = sl.spike_stats(snn, x, 25)
+    assert stats.spikes["relu_1"] == probe.spikes.sum().item()
