@@ -24,13 +24,15 @@ DYNAMICS_PRESETS: dict[str, SignGDDynamics | IFDynamics] = {
     "if": IFDynamics(),
     "extended": SignGDDynamics(encoder="direct"),
 }
-_DEFAULT_RECIPE = {"paper": "paper", "if": "paper", "extended": "extended"}
+_DEFAULT_RECIPE = {"paper": "paper", "if": "if", "extended": "extended"}
 
 
 def resolve_dynamics(dynamics: str | SignGDDynamics | IFDynamics
                      ) -> tuple[SignGDDynamics | IFDynamics, str]:
     """(config, default recipe name) for a preset name or a config object."""
-    if isinstance(dynamics, (SignGDDynamics, IFDynamics)):
+    if isinstance(dynamics, IFDynamics):
+        return dynamics, "if"
+    if isinstance(dynamics, SignGDDynamics):
         return dynamics, "paper"
     if dynamics not in DYNAMICS_PRESETS:
         raise ConversionError(f"unknown dynamics {dynamics!r}; use one of "
@@ -81,7 +83,9 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     example = batches[0][:1]
 
     gm = trace(model)
-    allowed = {"relu"} if isinstance(dyn, IFDynamics) else None
+    allowed = None
+    if isinstance(dyn, IFDynamics):
+        allowed = {"relu", "max_pool2d"} if rec.maxpool_neuron == "relu" else {"relu"}
     problems = find_unsupported(gm, allowed)
     if problems:
         raise ConversionError(
@@ -92,7 +96,7 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = decompose_layernorm(gm, rec)
     gm = decompose_maxpool(gm, rec, example)
     gm = replace_nonlinearities(gm, rec)
-    gm = scale_activations(gm, calibrate(gm, batches, rec))
+    gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 
     replaced = [dict(neuron=name, target=mod.target.name, role=mod.role, source=mod.source)

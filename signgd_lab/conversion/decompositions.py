@@ -54,8 +54,13 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     for i in range(kh):
         for j in range(kw):
             window = x[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (B,C,Ho,Wo)
-            out = window if out is None else neuron(emit, node, "max", out, window,
-                                                    role="max-pool", suffix=f"_{i}{j}")
+            if out is None:
+                out = window
+            elif recipe.maxpool_neuron == "relu":  # max(a, b) = a + relu(b - a)
+                out = out + neuron(emit, node, "relu", window - out, role="max-pool",
+                                   suffix=f"_{i}{j}")
+            else:
+                out = neuron(emit, node, "max", out, window, role="max-pool", suffix=f"_{i}{j}")
     return out
 
 

@@ -115,7 +115,7 @@ class _Runtime:
             if isinstance(module, MatmulNeuronOp):
                 offsets = (offsets[0].unsqueeze(-1), offsets[1].unsqueeze(-3))
             drives = tuple(2.0 * c - o for c, o in zip(cur, offsets))
-            target = self.net.dynamics.apply_tie_rule(module.target)
+            target = self.net.dynamics.apply_tie_rule(module.simulated_target())
             spikes = SignGDNeuron(target).run(state, drives, self.etas, observer, reduce)
         return spikes.reshape(-1, *spikes.shape[2:])  # (c * B, ...)
 

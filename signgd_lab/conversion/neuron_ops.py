@@ -6,6 +6,7 @@ runtime that turns each of them into a population of spiking neurons.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 import torch
@@ -36,10 +37,25 @@ class NeuronOp(nn.Module):
         self.source = source
         self.role = role
         self.runtime: NeuronRuntime | None = None
+        self.register_buffer("input_scale", None)
+
+    def set_input_scale(self, scale: torch.Tensor) -> None:
+        """Make the neuron compute h(z) = g(scale * z) / scale: with z = x / scale upstream and
+        * scale downstream the ANN is unchanged, while the neuron sees z in about [-1, 1]."""
+        self.input_scale = scale.detach().clone()
+
+    def simulated_target(self) -> Target:
+        """The target the neurons run: ``target``, or its rescaled form h (see above)."""
+        s = self.input_scale
+        if s is None:
+            return self.target
+        g = self.target.fn
+        return dataclasses.replace(self.target, name=f"{self.target.name}[rescaled]",
+                                   fn=lambda z: g(s * z) / s, rule=None)
 
     def exact(self, *x: torch.Tensor) -> torch.Tensor:
-        """The ANN value g(x)."""
-        return self.target.fn(*x)
+        """The ANN value g(x) (h(x) when an input scale is set)."""
+        return self.simulated_target().fn(*x)
 
     def forward(self, *x: torch.Tensor) -> torch.Tensor:
         if self.runtime is not None:

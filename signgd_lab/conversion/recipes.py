@@ -2,7 +2,9 @@
 
 ``paper`` follows THEORY.md section 4 literally. ``extended`` is ours: it keeps every equation
 of the neurons but picks targets that match the module (exact erf/tanh GELU, the module's
-LeakyReLU slope) and normalises every positively homogeneous activation, not only ReLU.
+LeakyReLU slope) and brings every neuron's output into the signGD range with an exact rewrite
+(see :mod:`signgd_lab.conversion.passes.scaling`), not only ReLU's. ``if`` is the paper recipe
+with max-pooling written as max(a, b) = a + ReLU(b - a), so IF neurons can pool.
 """
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ class Recipe:
         scaled_targets: neuron targets normalised by calibrated elementwise maxima
             (x / m -> g -> * m). Paper: ReLU only.
         maxpool_padding: value of the padding around max-pool windows (reference: -200).
+        maxpool_neuron: ``max`` (pairwise max neurons, reference) or ``relu``
+            (max(a, b) = a + ReLU(b - a), so ReLU-only dynamics such as IF can pool).
         calibration_floor: calibrated maxima <= this are set to 1 (reference: 1e-5).
     """
 
@@ -29,19 +33,25 @@ class Recipe:
     leaky_slope: str = "paper"
     scaled_targets: tuple[str, ...] = ("relu",)
     maxpool_padding: float = -200.0
+    maxpool_neuron: str = "max"
     calibration_floor: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.gelu not in ("paper", "match"):
             raise ValueError(f"Recipe.gelu must be 'paper' or 'match', got {self.gelu!r}")
+        if self.maxpool_neuron not in ("max", "relu"):
+            raise ValueError(f"Recipe.maxpool_neuron must be 'max' or 'relu', got {self.maxpool_neuron!r}")
         if self.leaky_slope not in ("paper", "module"):
             raise ValueError(f"Recipe.leaky_slope must be 'paper' or 'module', got {self.leaky_slope!r}")
 
 
 RECIPES = {
     "paper": Recipe(),
+    "if": Recipe(name="if", maxpool_neuron="relu"),
     "extended": Recipe(name="extended", gelu="match", leaky_slope="module",
-                       scaled_targets=("relu", "leaky_relu", "abs")),
+                       scaled_targets=("relu", "leaky_relu", "abs", "max", "square", "div",
+                                       "rsqrt_div", "exp", "mul", "gelu", "gelu_erf",
+                                       "gelu_tanh", "silu", "sigmoid", "tanh", "softplus")),
 }
 
 

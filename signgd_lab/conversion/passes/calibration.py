@@ -1,4 +1,5 @@
-"""Calibration (THEORY.md section 4, step 6): elementwise maxima of the scaled activations."""
+"""Calibration (THEORY.md section 4, step 6): statistics of each neuron's inputs and outputs
+over the calibration set, elementwise (one activation's shape, batch reduced by max)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -46,30 +47,38 @@ def collect_batches(calibration: torch.Tensor | Iterable, max_batches: int | Non
     return batches
 
 
-def _base(name: str) -> str:
-    return name.split("(")[0]
+def base_name(target_name: str) -> str:
+    """``leaky_relu(slope=0.2)`` -> ``leaky_relu``."""
+    return target_name.split("(")[0]
+
+
+def _running_max(stats: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    m = value.detach().amax(0)
+    stats[key] = m if key not in stats else torch.maximum(stats[key], m)
 
 
 def calibrate(gm: fx.GraphModule, batches: list[torch.Tensor], recipe: Recipe
-              ) -> dict[str, torch.Tensor]:
-    """Elementwise max over the calibration set, per neuron module whose target is in
-    ``recipe.scaled_targets``: of the output for ReLU (the reference), of |input| otherwise.
-    Entries <= ``recipe.calibration_floor`` become 1. Shapes: one activation without batch."""
-    maxima: dict[str, torch.Tensor] = {}
+              ) -> dict[str, dict[str, torch.Tensor]]:
+    """Per neuron module whose target is in ``recipe.scaled_targets``, elementwise maxima over
+    the calibration set: ``out`` (the output; the reference's ReLU statistic), ``abs_out``,
+    ``in0`` (the first input) and ``abs_in0`` / ``abs_in1`` (each input's magnitude)."""
+    stats: dict[str, dict[str, torch.Tensor]] = {}
     hooks = []
 
-    def hook_for(name: str, use_output: bool):
+    def hook_for(name: str):
         def hook(module: NeuronOp, inputs: tuple, output: torch.Tensor) -> None:
-            val = output if use_output else inputs[0].abs()
-            m = val.detach().amax(0)
-            maxima[name] = m if name not in maxima else torch.maximum(maxima[name], m)
+            s = stats.setdefault(name, {})
+            _running_max(s, "out", output)
+            _running_max(s, "abs_out", output.abs())
+            _running_max(s, "in0", inputs[0])
+            for i, x in enumerate(inputs):
+                _running_max(s, f"abs_in{i}", x.abs())
 
         return hook
 
     for name, mod in gm.named_modules():
-        if isinstance(mod, NeuronOp) and mod.target.arity == 1 \
-                and _base(mod.target.name) in recipe.scaled_targets:
-            hooks.append(mod.register_forward_hook(hook_for(name, mod.target.name == "relu")))
+        if isinstance(mod, NeuronOp) and base_name(mod.target.name) in recipe.scaled_targets:
+            hooks.append(mod.register_forward_hook(hook_for(name)))
     device = next((p.device for p in gm.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in gm.parameters()), torch.float32)
     try:
@@ -79,5 +88,4 @@ def calibrate(gm: fx.GraphModule, batches: list[torch.Tensor], recipe: Recipe
     finally:
         for h in hooks:
             h.remove()
-    return {k: torch.where(v <= recipe.calibration_floor, torch.ones_like(v), v)
-            for k, v in maxima.items()}
+    return stats

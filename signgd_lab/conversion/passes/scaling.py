@@ -1,4 +1,22 @@
-"""Activation scaling (THEORY.md section 4, step 7): x / m -> neuron -> * m."""
+"""Activation scaling (THEORY.md section 4, step 7): bring each neuron's output into the
+signGD range with an exact rewrite, using the calibration statistics.
+
+Paper: ReLU only, x / m -> ReLU -> * m with m the elementwise maximum of the ReLU output.
+The extended recipe normalises every target by its algebra (all exact in the ANN):
+
+=====================  ==========================================================
+relu                   x / m -> relu -> * m             (m: max of the output)
+leaky_relu, abs        x / m -> g -> * m                (m: max |x|)
+max                    a / m, b / m -> max -> * m       (m: max of |a|, |b|)
+square                 x / m -> square -> * m^2         (m: max |x|)
+div, rsqrt_div         x1 / k -> g -> * k               (k: max |output|)
+exp                    x - c -> exp -> * e^c            (c: max x)
+mul                    a / sa, b / sb -> mul -> * sa sb
+matmul                 a / sa[n], b / sb[m] -> @ -> * sa[n] sb[m]  (row / column maxima)
+gelu, silu, ...        x / s -> h(z) = g(s z) / s -> * s   (s: max |x|; the neuron's target
+                       becomes h, see :meth:`NeuronOp.set_input_scale`)
+=====================  ==========================================================
+"""
 from __future__ import annotations
 
 import copy
@@ -7,23 +25,83 @@ import torch
 from torch import fx
 
 from ..graph_utils import finish, unique_attr
+from ..neuron_ops import MatmulNeuronOp, NeuronOp
+from ..recipes import Recipe
+from .calibration import base_name
+
+_HOMOGENEOUS = {"leaky_relu", "abs"}
+_OUTPUT_SCALED = {"div", "rsqrt_div"}
+_RESHAPED = {"gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus"}
 
 
-def scale_activations(gm: fx.GraphModule, maxima: dict[str, torch.Tensor]) -> fx.GraphModule:
-    """Return a copy of ``gm`` where each neuron named in ``maxima`` sees its input divided by
-    the elementwise maximum m and its output multiplied by m (exact for positively homogeneous
-    targets such as ReLU, so the ANN is unchanged while the neuron works in about [0, 1])."""
+def _floor(m: torch.Tensor, floor: float) -> torch.Tensor:
+    return torch.where(m <= floor, torch.ones_like(m), m)
+
+
+def _plan(module: NeuronOp, s: dict[str, torch.Tensor], floor: float):
+    """(input transforms, output multiplier) for one neuron: each input transform is
+    ("div", tensor) / ("sub", tensor) / None; the multiplier a tensor or None."""
+    name = base_name(module.target.name)
+    if isinstance(module, MatmulNeuronOp):
+        sa = _floor(s["abs_in0"].amax(-1, keepdim=True), floor)  # (..., N, 1)
+        sb = _floor(s["abs_in1"].amax(-2, keepdim=True), floor)  # (..., 1, M)
+        return [("div", sa), ("div", sb)], sa * sb
+    if name == "relu":
+        m = _floor(s["out"], floor)
+        return [("div", m)], m
+    if name in _HOMOGENEOUS or name in _RESHAPED:
+        m = _floor(s["abs_in0"], floor)
+        return [("div", m)], m
+    if name == "max":
+        m = _floor(torch.maximum(s["abs_in0"], s["abs_in1"]), floor)
+        return [("div", m), ("div", m)], m
+    if name == "square":
+        m = _floor(s["abs_in0"], floor)
+        return [("div", m)], m * m
+    if name in _OUTPUT_SCALED:
+        k = _floor(s["abs_out"], floor)
+        return [("div", k), None], k
+    if name == "exp":
+        c = s["in0"]
+        return [("sub", c)], torch.exp(c)
+    if name == "mul":
+        sa, sb = _floor(s["abs_in0"], floor), _floor(s["abs_in1"], floor)
+        return [("div", sa), ("div", sb)], sa * sb
+    return None
+
+
+def scale_activations(gm: fx.GraphModule, stats: dict[str, dict[str, torch.Tensor]],
+                      recipe: Recipe) -> fx.GraphModule:
+    """Return a copy of ``gm`` where every neuron with calibration ``stats`` is rescaled as in
+    the module docstring (the ANN's output is unchanged)."""
     gm = copy.deepcopy(gm)
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or node.target not in maxima:
+        if node.op != "call_module" or node.target not in stats:
             continue
-        name = unique_attr(gm, f"{node.target}_scale")
-        gm.register_buffer(name, maxima[node.target].clone())
-        with gm.graph.inserting_before(node):
-            m = gm.graph.get_attr(name)
-            scaled = gm.graph.call_function(torch.div, (node.args[0], m))
-        node.args = (scaled,) + tuple(node.args[1:])
+        module = gm.get_submodule(node.target)
+        plan = _plan(module, stats[node.target], recipe.calibration_floor)
+        if plan is None:
+            continue
+        transforms, multiplier = plan
+        if base_name(module.target.name) in _RESHAPED:
+            module.set_input_scale(transforms[0][1])
+        new_args = list(node.args)
+        for i, transform in enumerate(transforms):
+            if transform is None:
+                continue
+            op, value = transform
+            attr = unique_attr(gm, f"{node.target}_{'scale' if op == 'div' else 'shift'}{i}")
+            gm.register_buffer(attr, value.clone())
+            with gm.graph.inserting_before(node):
+                const = gm.graph.get_attr(attr)
+                fn = torch.div if op == "div" else torch.sub
+                new_args[i] = gm.graph.call_function(fn, (node.args[i], const))
+        node.args = tuple(new_args)
+        attr = unique_attr(gm, f"{node.target}_out_scale")
+        gm.register_buffer(attr, multiplier.clone())
         with gm.graph.inserting_after(node):
-            out = gm.graph.call_function(torch.mul, (node, m))
+            const = gm.graph.get_attr(attr)
+        with gm.graph.inserting_after(const):
+            out = gm.graph.call_function(torch.mul, (node, const))
         node.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
     return finish(gm)
