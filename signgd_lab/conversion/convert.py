@@ -95,7 +95,7 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = decompose_attention(gm, rec, example)
     gm = decompose_layernorm(gm, rec)
     gm = decompose_maxpool(gm, rec, example)
-    gm = replace_nonlinearities(gm, rec)
+    gm = replace_nonlinearities(gm, rec, example)
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 

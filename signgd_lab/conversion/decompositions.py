@@ -106,13 +106,14 @@ def _layernorm(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
 
 
 def _sdpa_core(emit: Emitter, node: fx.Node, q: fx.Proxy, k: fx.Proxy, v: fx.Proxy,
-               scale: float | fx.Proxy, mask: object = None) -> fx.Proxy:
-    """softmax(scale * q @ k^T + mask) @ v with neurons. q (..., N, D), k, v (..., M, D)."""
+               scale: float | fx.Proxy, keys: int, recipe: Recipe, mask: object = None) -> fx.Proxy:
+    """softmax(scale * q @ k^T + mask) @ v with neurons. q (..., N, D), k, v (..., M, D);
+    ``keys`` is M."""
     scores = matmul_neurons(emit, node, q * scale, k.transpose(-2, -1), suffix="_qk",
                             role="attention-scores")  # (..., N, M)
     if mask is not None:
         scores = scores + mask
-    probs = softmax_neurons(emit, node, scores, -1)
+    probs = softmax_neurons(emit, node, scores, -1, recipe, keys)
     return matmul_neurons(emit, node, probs, v, suffix="_pv", role="attention-values")
 
 
@@ -133,7 +134,8 @@ def _timm_attention(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     qkv = emit.call(f"{path}.qkv", x).reshape(b, n, 3, mod.num_heads, mod.head_dim)
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, D)
     q, k = emit.call(f"{path}.q_norm", q), emit.call(f"{path}.k_norm", k)
-    out = _sdpa_core(emit, node, q, k, v, mod.scale)  # (B, H, N, D)
+    tokens = node_shape(node.args[0])[1]
+    out = _sdpa_core(emit, node, q, k, v, mod.scale, tokens, recipe)  # (B, H, N, D)
     out = out.transpose(1, 2).reshape(b, n, mod.num_heads * mod.head_dim)  # (B, N, H*D)
     out = emit.call(f"{path}.norm", out)
     return emit.call(f"{path}.proj_drop", emit.call(f"{path}.proj", out))
@@ -159,7 +161,7 @@ def _sdpa(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
         scale = node_shape(node.args[0])[-1] ** -0.5
     mask = _arg(node, 3, "attn_mask")
     mask = emit.proxy(mask) if isinstance(mask, fx.Node) else mask
-    return _sdpa_core(emit, node, q, k, v, scale, mask)
+    return _sdpa_core(emit, node, q, k, v, scale, node_shape(node.args[1])[-2], recipe, mask)
 
 
 def _mha_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -199,7 +201,8 @@ def _mha(emit: Emitter, node: fx.Node, recipe: Recipe) -> None:
     q, k, v = project(query, wq, bq, "q"), project(key, wk, bk, "k"), project(value, wv, bv, "v")
     scores = matmul_neurons(emit, node, q * (d ** -0.5), k.transpose(-2, -1), suffix="_qk",
                             role="attention-scores")
-    probs = softmax_neurons(emit, node, scores, -1)  # (B, H, L, S)
+    keys = node_shape(node.args[1])[0 if not mod.batch_first else 1]
+    probs = softmax_neurons(emit, node, scores, -1, recipe, keys)  # (B, H, L, S)
     out = matmul_neurons(emit, node, probs, v, suffix="_pv", role="attention-values")
     out = out.transpose(1, 2).reshape(out.size(0), out.size(2), e)  # (B, L, E)
     out = emit.call(f"{node.target}.out_proj", out)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..dynamics.targets import get_target
-from .graph_utils import Emitter, describe, module_of
+from .graph_utils import Emitter, describe, module_of, node_shape
 from .neuron_ops import MatmulNeuronOp, NeuronOp
 from .recipes import Recipe
 
@@ -189,8 +189,28 @@ def matmul_neurons(emit: Emitter, node: fx.Node, a: fx.Proxy, b: fx.Proxy, suffi
     return emit.module(neuron_name(node, "mul", suffix), op, a, b)
 
 
-def softmax_neurons(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int) -> fx.Proxy:
-    """softmax(x) = exp(x) / sum(exp(x)) with exp and div neurons (no max-subtraction)."""
+def max_tree(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int, size: int) -> fx.Proxy:
+    """max over ``dim`` (of static length ``size``) by a tree of pairwise max neurons:
+    (..., size, ...) -> (..., 1, ...), ceil(log2(size)) levels."""
+    level = 0
+    while size > 1:
+        half = size // 2
+        pairs = neuron(emit, node, "max", x.narrow(dim, 0, half), x.narrow(dim, half, half),
+                       role="softmax-max", suffix=f"_max{level}")
+        if size % 2:  # the odd element goes up a level unpaired
+            pairs = torch.cat([pairs, x.narrow(dim, 2 * half, 1)], dim)
+        x, size, level = pairs, half + size % 2, level + 1
+    return x
+
+
+def softmax_neurons(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int, recipe: Recipe,
+                    size: int | None = None) -> fx.Proxy:
+    """softmax(x) = exp(x) / sum(exp(x)) with exp and div neurons; with the ``max_subtract``
+    recipe the row maximum (max neurons) is subtracted first. ``size``: length of ``dim``."""
+    if recipe.softmax == "max_subtract":
+        if size is None:
+            raise ValueError("max-subtracted softmax needs the static size of the softmax dim")
+        x = x - max_tree(emit, node, x, dim, size)
     e = neuron(emit, node, "exp", x, role="softmax-exp")
     total = e.sum(dim, keepdim=True)
     return neuron(emit, node, "div", e, total, role="softmax-div")
@@ -228,7 +248,8 @@ def _gelu(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
 def _softmax(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     mod = module_of(emit.gm, node)
     dim = mod.dim if mod is not None else _arg(node, 1, "dim")
-    return softmax_neurons(emit, node, _first(emit, node), dim)
+    size = node_shape(node.args[0])[dim] if recipe.softmax == "max_subtract" else None
+    return softmax_neurons(emit, node, _first(emit, node), dim, recipe, size)
 
 
 def _softmax_check(gm: fx.GraphModule, node: fx.Node) -> str | None:

@@ -23,6 +23,9 @@ class Recipe:
         scaled_targets: neuron targets normalised by calibrated elementwise maxima
             (x / m -> g -> * m). Paper: ReLU only.
         maxpool_padding: value of the padding around max-pool windows (reference: -200).
+        softmax: ``paper`` (exp, sum, div; no max-subtraction, as the reference) or
+            ``max_subtract`` (subtract the row maximum from a tree of max neurons first: exact,
+            since any error of the estimated maximum is common to the row and cancels).
         maxpool_neuron: ``max`` (pairwise max neurons, reference) or ``relu``
             (max(a, b) = a + ReLU(b - a), so ReLU-only dynamics such as IF can pool).
         calibration_floor: calibrated maxima <= this are set to 1 (reference: 1e-5).
@@ -34,11 +37,14 @@ class Recipe:
     scaled_targets: tuple[str, ...] = ("relu",)
     maxpool_padding: float = -200.0
     maxpool_neuron: str = "max"
+    softmax: str = "paper"
     calibration_floor: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.gelu not in ("paper", "match"):
             raise ValueError(f"Recipe.gelu must be 'paper' or 'match', got {self.gelu!r}")
+        if self.softmax not in ("paper", "max_subtract"):
+            raise ValueError(f"Recipe.softmax must be 'paper' or 'max_subtract', got {self.softmax!r}")
         if self.maxpool_neuron not in ("max", "relu"):
             raise ValueError(f"Recipe.maxpool_neuron must be 'max' or 'relu', got {self.maxpool_neuron!r}")
         if self.leaky_slope not in ("paper", "module"):
@@ -49,9 +55,10 @@ RECIPES = {
     "paper": Recipe(),
     "if": Recipe(name="if", maxpool_neuron="relu"),
     "extended": Recipe(name="extended", gelu="match", leaky_slope="module",
+                       softmax="max_subtract",
                        scaled_targets=("relu", "leaky_relu", "abs", "max", "square", "div",
-                                       "rsqrt_div", "exp", "mul", "gelu", "gelu_erf",
-                                       "gelu_tanh", "silu", "sigmoid", "tanh", "softplus")),
+                                       "rsqrt_div", "mul", "gelu", "gelu_erf", "gelu_tanh",
+                                       "silu", "sigmoid", "tanh", "softplus")),
 }
 
 

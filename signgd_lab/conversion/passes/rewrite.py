@@ -75,6 +75,8 @@ def decompose_maxpool(gm: fx.GraphModule, recipe: Recipe, example: torch.Tensor)
     return apply_stage(gm, "maxpool", recipe, example)
 
 
-def replace_nonlinearities(gm: fx.GraphModule, recipe: Recipe) -> fx.GraphModule:
-    """Every remaining elementwise / bilinear nonlinearity -> its neuron."""
-    return apply_stage(gm, "neuron", recipe)
+def replace_nonlinearities(gm: fx.GraphModule, recipe: Recipe,
+                           example: torch.Tensor | None = None) -> fx.GraphModule:
+    """Every remaining elementwise / bilinear nonlinearity -> its neuron (``example`` gives
+    the shapes that a max-subtracted softmax needs)."""
+    return apply_stage(gm, "neuron", recipe, example)
