@@ -186,14 +186,47 @@ def test_calibration_records_elementwise_relu_max_and_scaling_is_exact():
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3)).eval()
     gm = replace_nonlinearities(trace(model), Recipe())
     data = [torch.randn(16, 5), torch.randn(16, 5)]
-    maxima = calibrate(gm, data, Recipe())
-    (name, m), = maxima.items()
+    stats = calibrate(gm, data, Recipe())
+    (name, s), = stats.items()
     with torch.no_grad():
         acts = torch.cat([torch.relu(model[0](b)) for b in data])
+    assert torch.equal(s["out"], acts.amax(0))
+    scaled = scale_activations(gm, stats, Recipe())
     expected = acts.amax(0)
-    expected[expected <= 1e-5] = 1.0
-    assert torch.equal(m, expected)
-    scaled = scale_activations(gm, maxima)
+    expected[expected <= 1e-5] = 1.0  # the reference's floor
+    assert torch.equal(getattr(scaled, f"{name}_scale0"), expected)
     x = torch.randn(8, 5)
     assert same(scaled, model, x, atol=1e-6)
     assert "div" in scaled.code and "mul" in scaled.code
+
+
+EXTENDED_CASES = {
+    "gelu-mlp": lambda: nn.Sequential(nn.Linear(6, 8), nn.GELU(), nn.Linear(8, 8), nn.SiLU(),
+                                      nn.LayerNorm(8), nn.Linear(8, 3)),
+    "attention": lambda: MHA(True, False),
+    "cnn": lambda: nn.Sequential(nn.Conv2d(2, 4, 3), nn.LeakyReLU(0.2), nn.MaxPool2d(2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTENDED_CASES))
+def test_extended_normalisation_keeps_the_ann_and_bounds_every_neuron(case):
+    """Every neuron's ANN output lies within the signGD range after the extended rewrite."""
+    from signgd_lab.conversion import get_recipe
+    from signgd_lab.probes import ann_activations
+
+    torch.manual_seed(5)
+    model = EXTENDED_CASES[case]().eval()
+    x = torch.randn(64, 5, 16) * 3 if case == "attention" else (
+        torch.randn(64, 2, 8, 8) * 4 if case == "cnn" else torch.randn(64, 6) * 4)
+    import signgd_lab as sl
+    snn = sl.convert(model, x, dynamics="extended")
+    assert torch.allclose(snn.ann(x), model(x), atol=1e-4, rtol=1e-4)
+    recipe = get_recipe("extended")
+    assert recipe.softmax == "max_subtract"
+    acts = ann_activations(snn, x)
+    assert any(isinstance(m, MatmulNeuronOp) for m in snn.neurons.values()) == (case == "attention")
+    for name, (inputs, out) in acts.items():
+        if isinstance(snn.neurons[name], MatmulNeuronOp):  # each product a_nk b_km within [-1, 1]
+            assert all(t.abs().max() <= 1.0 + 1e-5 for t in inputs), name
+        else:
+            assert out.abs().max() <= 1.0 + 1e-4, name
