@@ -33,6 +33,23 @@ def median_time(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def peak_rss_mb(fn: Callable[[], object]) -> float:
+    """Extra peak resident memory (MB) of ``fn()`` over the memory in use before it (Linux:
+    the peak counter VmHWM is reset through /proc/self/clear_refs)."""
+    def status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+        raise RuntimeError(f"{key} not in /proc/self/status")
+
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = status("VmRSS:")
+    fn()
+    return (status("VmHWM:") - base) / 1024
+
+
 def write_section(name: str, body: str, command: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md, stamped with date and machine."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"

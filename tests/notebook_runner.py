@@ -14,6 +14,7 @@ def run_notebook(name: str, tmp_path: Path, extra_cells: list[str] | None = None
                  **params: object) -> dict:
     """Run ``notebooks/<name>.ipynb`` with ``params`` (and optional extra cells appended);
     return the metrics JSON it wrote."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     source = NOTEBOOKS / f"{name}.ipynb"
     if extra_cells:
         nb = nbformat.read(source, as_version=4)

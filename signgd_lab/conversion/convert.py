@@ -40,6 +40,24 @@ def resolve_dynamics(dynamics: str | SignGDDynamics | IFDynamics
     return DYNAMICS_PRESETS[dynamics], _DEFAULT_RECIPE[dynamics]
 
 
+def _check_model_tensors(model: nn.Module) -> None:
+    """One device, a float dtype the signGD steps can resolve, finite values."""
+    tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+    devices = sorted({str(t.device) for t in tensors})
+    if len(devices) > 1:
+        raise ConversionError(f"the model's parameters are on several devices ({', '.join(devices)}); "
+                              "move the model to one device first (model.to(device))")
+    dtypes = {t.dtype for t in tensors}
+    low = dtypes & {torch.float16, torch.bfloat16}
+    if low:
+        name = str(next(iter(low))).replace("torch.", "")
+        raise ConversionError(
+            f"{name} models are not supported: signGD step sizes fall below {name}'s resolution "
+            "(eta_128 = 2.2e-4 is lost when added to an estimate of 1.0), so the neurons would stop "
+            "moving; convert model.float() (float32) or model.double() instead")
+    _check_weights(model)
+
+
 def _check_weights(model: nn.Module) -> None:
     bad = [n for n, t in list(model.named_parameters()) + list(model.named_buffers())
            if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -72,7 +90,7 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
         raise ConversionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     dyn, default_recipe = resolve_dynamics(dynamics)
     rec = get_recipe(recipe if recipe is not None else default_recipe)
-    _check_weights(model)
+    _check_model_tensors(model)
     if model.training:
         warnings.warn("model is in training mode; converting an eval-mode copy "
                       "(your model is left as it is)", stacklevel=2)

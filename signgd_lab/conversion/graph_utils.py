@@ -123,7 +123,10 @@ class Emitter:
         return fx.Proxy(self.gm.graph.get_attr(name), self.tracer)
 
     def replace(self, result: fx.Proxy) -> None:
-        """Point every user of the anchor at ``result`` and erase the anchor."""
+        """Point every user of the anchor at ``result`` and erase the anchor (the result computes
+        the same tensor, so it inherits the anchor's shape metadata)."""
+        for key, value in self.anchor.meta.items():
+            result.node.meta.setdefault(key, value)
         self.anchor.replace_all_uses_with(result.node)
         self.gm.graph.erase_node(self.anchor)
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import fx, nn
 
 from ..dynamics.codec import DirectEncoder, FloatEncoder, RateDecoder, SignGDDecoder
 from ..dynamics.config import IFDynamics, SignGDDynamics
-from ..dynamics.neurons import IFNeuron, NeuronState, Observer, SignGDNeuron
+from ..dynamics.neurons import Drive, IFNeuron, NeuronState, Observer, ProductSumNeurons, SignGDNeuron
 from .errors import ConversionError
 from .neuron_ops import MatmulNeuronOp, NeuronOp
 
 MODES = ("multistep", "stepwise")
-_BLOCK_ELEMENTS = 2**25  # per-block budget for the largest neuron tensor, in elements
+_BLOCK_ELEMENTS = 2**21  # per-block budget for the largest neuron input/output, in elements
+# (measured: blocks of 2-8 MB keep each population's currents and spikes in cache)
 
 
 def check_timestamps(timestamps: int | Sequence[int]) -> list[int]:
@@ -64,7 +64,8 @@ class Correction:
     biases: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     out_offset: torch.Tensor | None = None
     out_bias: torch.Tensor | None = None
-    largest: int = 1  # most elements any one neuron population holds per sample
+    largest: int = 1  # most elements any one neuron population reads/writes per sample-step
+    state: int = 0  # elements of neuron state (input estimates and membranes) per sample
 
 
 class _Runtime:
@@ -94,34 +95,31 @@ class _Runtime:
         steps = self.etas.shape[0]
         corr = self.net._correction
         cur = [c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents]  # (c, B, ...)
-        biases = corr.biases[name]
-        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if isinstance(module, MatmulNeuronOp):  # (.., N, K) x (.., K, M) -> (.., N, K, M)
-            cur = [cur[0].unsqueeze(-1), cur[1].unsqueeze(-3)]
-            biases = (biases[0].unsqueeze(-1), biases[1].unsqueeze(-3))
-            reduce = _sum_over_k
         state = self.states.get(name)
         if state is None:
-            batch = cur[0].shape[1]
-            xs = tuple(b.expand(batch, *b.shape[1:]).clone() for b in biases)
-            shape = torch.broadcast_shapes(*(x.shape for x in xs))
-            state = NeuronState(xs, torch.zeros(shape, dtype=xs[0].dtype, device=xs[0].device))
+            state = self._initial_state(module, corr.biases[name], cur[0].shape[1])
             self.states[name] = state
         observer = self.observers.get(name)
         if isinstance(self.net.dynamics, IFDynamics):
             spikes = IFNeuron().run(state, cur[0], self.etas, observer)
         else:
-            offsets = corr.offsets[name]
+            drives = tuple(Drive(c, o) for c, o in zip(cur, corr.offsets[name]))
             if isinstance(module, MatmulNeuronOp):
-                offsets = (offsets[0].unsqueeze(-1), offsets[1].unsqueeze(-3))
-            drives = tuple(2.0 * c - o for c, o in zip(cur, offsets))
-            target = self.net.dynamics.apply_tie_rule(module.simulated_target())
-            spikes = SignGDNeuron(target).run(state, drives, self.etas, observer, reduce)
+                spikes = ProductSumNeurons(module.target).run(state, drives, self.etas, observer)
+            else:
+                target = self.net.dynamics.apply_tie_rule(module.simulated_target())
+                spikes = SignGDNeuron(target).run(state, drives, self.etas, observer)
         return spikes.reshape(-1, *spikes.shape[2:])  # (c * B, ...)
 
-
-def _sum_over_k(s: torch.Tensor) -> torch.Tensor:
-    return s.sum(-2)
+    @staticmethod
+    def _initial_state(module: NeuronOp, biases: tuple[torch.Tensor, ...], batch: int) -> NeuronState:
+        """x_hat_0 = bias (per input, expanded over the batch), v_0 = 0."""
+        xs = tuple(b.expand(batch, *b.shape[1:]).clone() for b in biases)
+        if isinstance(module, MatmulNeuronOp):  # (.., N, K) x (.., K, M) -> (.., N, K, M)
+            shape = (*xs[0].shape, xs[1].shape[-1])
+        else:
+            shape = torch.broadcast_shapes(*(x.shape for x in xs))
+        return NeuronState(xs, torch.zeros(shape, dtype=xs[0].dtype, device=xs[0].device))
 
 
 class SpikingNetwork(nn.Module):
@@ -202,6 +200,7 @@ class SpikingNetwork(nn.Module):
             offsets={n: tuple(a + b for a, b in zip(rec1[n], rec0[n])) for n in rec1},
             biases=dict(rec0), out_offset=out1 + out0, out_bias=out0)
         corr.largest = max([1] + [_population(self.neurons[n], c) for n, c in rec0.items()])
+        corr.state = sum(_state_size(self.neurons[n], c) for n, c in rec0.items())
         self._corrections[key] = corr
         return corr
 
@@ -230,20 +229,55 @@ class SpikingNetwork(nn.Module):
         per_step = batch * max(self._correction.largest, 1)
         return max(1, min(total, _BLOCK_ELEMENTS // per_step))
 
+    def estimate_memory(self, sample_shape: Sequence[int], batch: int, block_steps: int) -> int:
+        """Bytes a run needs beyond the model: neuron state for ``batch`` samples plus about
+        six block-sized buffers per population (currents, estimates, targets, spikes)."""
+        corr = self.correction(torch.Size(sample_shape))
+        item = torch.empty((), dtype=self.dtype).element_size()
+        return int(item * batch * (corr.state + 6 * block_steps * corr.largest))
+
+    def _check_memory(self, needed: int) -> None:
+        available = _available_memory(self.device)
+        if available is not None and needed > available:
+            raise ConversionError(
+                f"this run needs about {needed / 2**30:.2f} GiB for neuron state and buffers but "
+                f"only {available / 2**30:.2f} GiB are available on {self.device}; pass "
+                "batch_chunk=... (same outputs, less memory), a smaller block_steps (or "
+                "mode='stepwise'), or allow_large=True")
+
     def forward(self, x: torch.Tensor, timestamps: int | Sequence[int] = (8, 64),
                 mode: str = "multistep", block_steps: int | None = None,
-                probes: Sequence[Probe] = ()) -> torch.Tensor:
+                probes: Sequence[Probe] = (), allow_large: bool = False,
+                batch_chunk: int | None = None) -> torch.Tensor:
         """Simulate max(timestamps) steps on ``x`` (B, ...) and return the decoded outputs at
-        each timestamp, shape (len(timestamps), B, ...). State is reset on every call."""
+        each timestamp, shape (len(timestamps), B, ...). State is reset on every call.
+
+        ``block_steps`` steps are simulated per block (default: as many as fit a cache-sized
+        budget in multistep mode, 1 in stepwise mode); ``batch_chunk`` runs the batch in chunks
+        of that many samples (samples are independent: same outputs, less memory). Before
+        running, the memory the neuron state needs is estimated; a run that would not fit in
+        the device's available memory is refused unless ``allow_large=True``.
+        """
         ts = check_timestamps(timestamps)
         self._check_input(x)
+        if batch_chunk is not None:
+            if isinstance(batch_chunk, bool) or not isinstance(batch_chunk, int) or batch_chunk < 1:
+                raise ConversionError(f"batch_chunk must be a positive integer, got {batch_chunk!r}")
+            if probes:
+                raise ConversionError("probes record one batch; run them without batch_chunk")
+            if x.shape[0] > batch_chunk:
+                return torch.cat([self.forward(x[i:i + batch_chunk], ts, mode, block_steps,
+                                               allow_large=allow_large)
+                                  for i in range(0, x.shape[0], batch_chunk)], dim=1)
         x = x.to(self.dtype)
         total, batch = ts[-1], x.shape[0]
         self._correction = self.correction(x.shape[1:])
         corr = self._correction
         steps = block_steps if block_steps is not None else self.block_steps(batch, total, mode)
-        if not (isinstance(steps, int) and steps >= 1):
+        if isinstance(steps, bool) or not (isinstance(steps, int) and steps >= 1):
             raise ConversionError(f"block_steps must be a positive integer, got {steps!r}")
+        if not allow_large:
+            self._check_memory(self.estimate_memory(x.shape[1:], batch, steps))
         etas = self.dynamics.etas(total, self.device, self.dtype)
         if isinstance(self.dynamics, IFDynamics):
             encoder, decoder = DirectEncoder(x), RateDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]))
@@ -297,10 +331,36 @@ class _DirectSignGD:
 
 
 def _population(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
+    """Per-sample elements a population reads or writes per step (product neurons: their
+    inputs and summed outputs; their membranes do not grow with the block)."""
     if isinstance(module, MatmulNeuronOp):
         a, b = currents
-        return a.numel() * b.shape[-1]
+        return max(a.numel(), b.numel(), a.numel() // a.shape[-1] * b.shape[-1])
     return torch.broadcast_shapes(*(c.shape for c in currents)).numel()
+
+
+def _state_size(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
+    """Per-sample elements of a population's input estimates and membranes."""
+    estimates = sum(c.numel() for c in currents)
+    if isinstance(module, MatmulNeuronOp):
+        a, b = currents
+        return estimates + a.numel() * b.shape[-1]
+    return estimates + torch.broadcast_shapes(*(c.shape for c in currents)).numel()
+
+
+def _available_memory(device: torch.device) -> int | None:
+    """Free memory on ``device`` in bytes (None when it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu":
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    return None
 
 
 def _chain(first: Observer | None, second: Observer) -> Observer:

@@ -3,8 +3,7 @@
 Both run over a block of time-steps at once (``drive``/``current`` of shape (T, *shape)), keeping
 their state between blocks, so a simulation can be one step at a time or many steps per call
 with identical arithmetic. An optional ``observer(t, x_hat, v, s)`` sees every step (used by
-trajectories and probes); ``reduce`` folds each step's spikes before they are stored (product
-neurons of a matmul sum theirs over K).
+trajectories and probes).
 """
 from __future__ import annotations
 
@@ -13,9 +12,23 @@ from typing import Callable
 
 import torch
 
+from . import kernels
 from .targets import Target
 
 Observer = Callable[[int, tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], None]
+
+
+@dataclass
+class Drive:
+    """Input of one arm of a population over a block: d_k = 2 I_k - offset, kept as its parts
+    so fused kernels can compute it on the fly. current (T, B, *S), offset broadcastable."""
+
+    current: torch.Tensor
+    offset: torch.Tensor
+
+    def tensor(self) -> torch.Tensor:
+        """2 I - offset, (T, B, *S)."""
+        return 2.0 * self.current - self.offset
 
 
 @dataclass
@@ -51,30 +64,154 @@ class SignGDNeuron:
         return NeuronState(tuple(b.clone() for b in bias),
                            torch.zeros(shape, dtype=ref.dtype, device=ref.device))
 
-    def run(self, state: NeuronState, drives: tuple[torch.Tensor | None, ...], etas: torch.Tensor,
-            observer: Observer | None = None,
-            reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        """Advance ``len(etas)`` steps; ``drives[i][k]`` is 2 I_i - offset_i at step k (None: 0).
+    def run(self, state: NeuronState, drives: tuple[torch.Tensor | Drive | None, ...],
+            etas: torch.Tensor, observer: Observer | None = None) -> torch.Tensor:
+        """Advance ``len(etas)`` steps; ``drives[i]`` gives 2 I_i - offset_i for each step, as a
+        (T, ...) tensor or a :class:`Drive` (None: constant input estimate).
 
-        Returns the spikes of every step stacked on dim 0 (after ``reduce`` if given).
+        Returns the spikes of every step, (T, *v.shape), in the state's dtype. The arithmetic
+        does not depend on the block length: input estimates are updated one step at a time,
+        only independent work (eta_k d_k, g(x_hat_k)) is batched, and the membrane recursion
+        runs in a fused kernel on CPU (:mod:`.kernels`) or as torch ops, bit for bit alike.
         """
-        x_hat = list(state.x_hat)
+        steps = etas.shape[0]
+        target = self.target
         v = state.v
-        out = []
+        code = kernels.fused_code(target.name)
+        if observer is None and code is not None and _fusable(drives, state) and \
+                kernels.usable(v, *state.x_hat, *(d.current for d in drives)):
+            spikes = kernels.fused_steps(code, target.param, target.tie_fires,
+                                         tuple(d.current for d in drives),
+                                         tuple(d.offset for d in drives), state.x_hat, v, etas)
+            state.t += steps
+            return spikes
+        if observer is None and all(isinstance(d, Drive) for d in drives) and \
+                (target.rule is None or target.name == "rsqrt_div") and \
+                kernels.usable(v, *state.x_hat, *(d.current for d in drives)):
+            seqs = [kernels.estimates(x.contiguous(), d.current, d.offset, etas)
+                    for x, d in zip(state.x_hat, drives)]  # each (T, B, *S_i)
+            v = v.contiguous()
+            if target.rule is None:
+                spikes = kernels.sign_steps(v, target.fn(*seqs).expand(steps, *v.shape), etas,
+                                            target.tie_fires)
+            else:  # x1 / sqrt(x2): the reference's rule sqrt(x2) * v > x1
+                spikes = kernels.ratio_steps(v, torch.sqrt(seqs[1]).expand(steps, *v.shape),
+                                             seqs[0].expand(steps, *v.shape), etas, target.tie_fires)
+            state.x_hat = tuple(seq[-1] for seq in seqs)
+            state.v = v
+            state.t += steps
+            return spikes
+        drives = tuple(d.tensor() if isinstance(d, Drive) else d for d in drives)
+        x_seq = _input_estimates(state.x_hat, drives, etas)
+        if observer is None and target.rule is None:
+            xs = [state.x_hat[i].unsqueeze(0) if seq is None else torch.stack(seq)
+                  for i, seq in enumerate(x_seq)]
+            g = target.fn(*xs).expand(steps, *v.shape)  # (T, *v.shape)
+            if kernels.usable(v, g):
+                v = v.contiguous()
+                spikes = kernels.sign_steps(v, g, etas, target.tie_fires)
+            else:
+                step = kernels.fused_step if v.is_cuda else _plain_step
+                out = []
+                for k in range(steps):
+                    v, s = step(v, g[k], etas[k], target.tie_fires)
+                    out.append(s)
+                spikes = torch.stack(out)
+            state.t += steps
+        else:
+            out = []
+            for k in range(steps):
+                x_k = tuple(state.x_hat[i] if seq is None else seq[k] for i, seq in enumerate(x_seq))
+                s = target.fires(v, *x_k).to(v.dtype)
+                v = v - etas[k] * (2.0 * s - 1.0)
+                state.t += 1
+                if observer is not None:
+                    observer(state.t, x_k, v, s)
+                out.append(s)
+            spikes = torch.stack(out)
+        state.x_hat = tuple(state.x_hat[i] if seq is None else seq[-1] for i, seq in enumerate(x_seq))
+        state.v = v
+        return spikes
+
+
+def _fusable(drives: tuple, state: NeuronState) -> bool:
+    """Every arm has a Drive whose per-sample offset matches a contiguous estimate of v's shape."""
+    v = state.v
+    return all(isinstance(d, Drive) and x.shape == v.shape and x.is_contiguous()
+               and d.offset.numel() * v.shape[0] == v.numel() and d.current.shape[1:] == v.shape
+               for d, x in zip(drives, state.x_hat)) and v.is_contiguous()
+
+
+def _plain_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    s = (v >= g if tie else v > g).to(v.dtype)
+    return v - eta * (2.0 * s - 1.0), s
+
+
+def _input_estimates(x_hat: tuple[torch.Tensor, ...], drives: tuple[torch.Tensor | None, ...],
+                     etas: torch.Tensor) -> list[list[torch.Tensor] | None]:
+    """x_hat_k = x_hat_{k-1} - eta_k d_k for each step of a block (None where d is None)."""
+    seqs: list[list[torch.Tensor] | None] = []
+    for x, d in zip(x_hat, drives):
+        if d is None:
+            seqs.append(None)
+            continue
+        scaled = etas.view(-1, *([1] * (d.dim() - 1))) * d  # eta_k * d_k for every k at once
+        seq = []
         for k in range(etas.shape[0]):
-            eta = etas[k]
-            for i, d in enumerate(drives):
-                if d is not None:
-                    x_hat[i] = x_hat[i] - eta * d[k]
-            fire = self.target.fires(v, *x_hat)
-            s = fire.to(v.dtype)
-            v = v - eta * (2.0 * s - 1.0)
+            x = x - scaled[k]
+            seq.append(x)
+        seqs.append(seq)
+    return seqs
+
+
+class ProductSumNeurons:
+    """N*K*M signGD product neurons (target x1 x2, ties fire) whose spikes are summed over K:
+    the spiking form of a matmul between two input-dependent tensors.
+
+    Inputs a (..., N, K) and b (..., K, M) have one input estimate per entry; neuron (n, k, m)
+    runs the signGD equations of :class:`SignGDNeuron` with g = a_hat[n, k] * b_hat[k, m], and
+    the population emits sum_k s[n, k, m] (..., N, M). Membranes (..., N, K, M) are updated in
+    place one block of rows at a time, so no other tensor of that size is ever held.
+    """
+
+    def __init__(self, target: Target, chunk_elements: int = 2**20) -> None:
+        self.target = target
+        self.chunk_elements = chunk_elements
+
+    def run(self, state: NeuronState, drives: tuple[torch.Tensor | Drive, torch.Tensor | Drive],
+            etas: torch.Tensor, observer: Observer | None = None) -> torch.Tensor:
+        """Advance ``len(etas)`` steps; returns spike counts (T, ..., N, M) in the state dtype."""
+        v = state.v  # (..., N, K, M), owned by the state: updated in place
+        if observer is None and kernels.usable(v, *(d.current for d in drives)) and \
+                v.is_contiguous() and all(isinstance(d, Drive) for d in drives):
+            a, b = (kernels.estimates(x.contiguous(), d.current, d.offset, etas)
+                    for x, d in zip(state.x_hat, drives))
+            counts = kernels.product_steps(v, a, b, etas, self.target.tie_fires)
+            state.t += etas.shape[0]
+            state.x_hat = (a[-1], b[-1])
+            return counts
+        drives = tuple(d.tensor() if isinstance(d, Drive) else d for d in drives)
+        seq_a, seq_b = _input_estimates(state.x_hat, drives, etas)
+        n_rows, k_dim, m_dim = v.shape[-3:]
+        per_row = max(1, v[..., :1, :, :].numel())
+        rows = n_rows if observer is not None else max(1, min(n_rows, self.chunk_elements // per_row))
+        counts = torch.empty(etas.shape[0], *v.shape[:-3], n_rows, m_dim, dtype=v.dtype, device=v.device)
+        fire_full = None
+        for k in range(etas.shape[0]):
+            a, b = seq_a[k], seq_b[k]
+            for r in range(0, n_rows, rows):
+                g = a[..., r:r + rows, :, None] * b[..., None, :, :]  # (..., rows, K, M)
+                v_rows = v[..., r:r + rows, :, :]
+                fire = v_rows >= g if self.target.tie_fires else v_rows > g
+                v_rows.sub_(etas[k] * (2.0 * fire.to(v.dtype) - 1.0))
+                counts[k, ..., r:r + rows, :] = fire.sum(-2)
+                fire_full = fire
             state.t += 1
             if observer is not None:
-                observer(state.t, tuple(x_hat), v, s)
-            out.append(reduce(s) if reduce is not None else s)
-        state.x_hat, state.v = tuple(x_hat), v
-        return torch.stack(out)
+                observer(state.t, (a.unsqueeze(-1), b.unsqueeze(-3)), v, fire_full.to(v.dtype))
+        state.x_hat = (seq_a[-1], seq_b[-1])
+        return counts
 
 
 class IFNeuron:

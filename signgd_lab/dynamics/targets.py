@@ -30,6 +30,7 @@ class Target:
         rule: optional custom spike rule ``rule(v, *x_hat) -> bool tensor`` used instead of
             comparing with ``fn`` (the reference's x1/sqrt(x2) neuron compares sqrt(x2) * v > x1).
         description: one line for tables and notebooks.
+        param: the target's numeric parameter, if any (LeakyReLU's slope).
     """
 
     name: str
@@ -38,6 +39,7 @@ class Target:
     tie_fires: bool = True
     rule: SpikeRule | None = field(default=None, compare=False)
     description: str = ""
+    param: float = 0.0
 
     def __call__(self, *x: torch.Tensor) -> torch.Tensor:
         return self.fn(*x)
@@ -86,7 +88,7 @@ def _leaky_factory(slope: float = 0.1) -> Target:
         raise ValueError(f"leaky_relu slope must be finite, got {slope!r}")
     name = "leaky_relu" if slope == 0.1 else f"leaky_relu(slope={slope:g})"
     return Target(name, _leaky(slope), 1, tie_fires=False,
-                  description=f"x if x >= 0 else {slope:g} x (reference: slope 0.1)")
+                  description=f"x if x >= 0 else {slope:g} x (reference: slope 0.1)", param=slope)
 
 
 _BUILTIN = [
