@@ -230,3 +230,12 @@ def test_extended_normalisation_keeps_the_ann_and_bounds_every_neuron(case):
             assert all(t.abs().max() <= 1.0 + 1e-5 for t in inputs), name
         else:
             assert out.abs().max() <= 1.0 + 1e-4, name
+
+
+def test_consecutive_maxpools_keep_their_shapes():
+    """Regression (found by the architecture fuzzer): a pool fed by a decomposed pool."""
+    model = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.MaxPool2d(2, 2)).eval()
+    x = torch.randn(2, 3, 6, 6)
+    gm = decompose_maxpool(trace(model), Recipe(), x)
+    assert same(gm, model, x, atol=0)
+    assert len(neurons(gm)) == 8 + 3

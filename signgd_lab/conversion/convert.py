@@ -117,9 +117,10 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 
-    replaced = [dict(neuron=name, target=mod.target.name, role=mod.role, source=mod.source)
-                for name, mod in gm.named_modules() if isinstance(mod, NeuronOp)]
-    return SpikingNetwork(gm, dyn, rec.name, replaced)
+    snn = SpikingNetwork(gm, dyn, rec.name)
+    snn.replaced = [dict(neuron=name, target=mod.target.name, role=mod.role, source=mod.source)
+                    for name, mod in snn.neurons.items()]  # graph order
+    return snn
 
 
 def count_nonlinear(snn_or_gm: SpikingNetwork | torch.fx.GraphModule) -> dict[str, int]:
