@@ -200,3 +200,16 @@ def test_sigint_keeps_the_previous_report(tmp_path):
     assert proc.returncode != 0
     assert "partial output kept in" in err and "untouched" in err
     assert (out / "index.html").read_text() == "previous good report"
+
+
+def test_empty_dataloader_is_refused():
+    empty = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.empty(0, 6)), batch_size=4)
+    with pytest.raises(ConversionError, match="calibration data is empty"):
+        sl.convert(small_net(), empty)
+
+
+@pytest.mark.parametrize("call", [lambda: sl.zoo.load("digits_gpt"),
+                                  lambda: sl.zoo.resolve_model("not_a_model_anywhere")])
+def test_unknown_model_names_are_refused(call):
+    with pytest.raises(ValueError, match="unknown (zoo )?model"):
+        call()
