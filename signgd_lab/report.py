@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+CELL_TIMEOUT_S = 900  # a cell running longer than this is treated as hung
 NOTEBOOKS = ("01_neuron_as_optimizer", "02_signgd_nonlinearities", "03_conversion_debugger",
              "04_accuracy_vs_timesteps")
 _QUICK = dict(timestamps=[8, 32, 128], samples=32, calibration_samples=128,
@@ -211,7 +212,7 @@ def run_report(config: ReportConfig, out: str | os.PathLike,
         try:
             papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(executed),
                                        parameters=params, kernel_name=kernel, cwd=str(staging),
-                                       progress_bar=False)
+                                       progress_bar=False, execution_timeout=CELL_TIMEOUT_S)
         except PapermillExecutionError as err:
             raise ReportError(
                 f"notebook {name}.ipynb failed in cell {err.cell_index} (execution count "

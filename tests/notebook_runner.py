@@ -25,5 +25,6 @@ def run_notebook(name: str, tmp_path: Path, extra_cells: list[str] | None = None
     metrics = tmp_path / f"{name}.metrics.json"
     papermill.execute_notebook(str(source), str(tmp_path / f"{name}.out.ipynb"),
                                parameters={**params, "METRICS_PATH": str(metrics)},
-                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False,
+                               execution_timeout=300)
     return json.loads(metrics.read_text())

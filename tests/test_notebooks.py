@@ -73,10 +73,12 @@ panel.controls["x"].value = 1.2
 after = panel.redraws
 target_line = panel.figure.axes[0].lines[2]
 json.dump({"before": before, "after": after, "changed": panel.figure is not first,
-           "target": float(target_line.get_ydata()[0])}, open("widget.json", "w"))
+           "target": float(target_line.get_ydata()[0]),
+           "shown": [sorted(o["data"]) for o in panel.output.outputs]}, open("widget.json", "w"))
 """
     run_notebook("01_neuron_as_optimizer", tmp_path, extra_cells=[check], INTERACTIVE=True,
                  T=16, T_LIST=[16, 32], LOSS_STEPS=[1, 4], GRID_POINTS=21)
     w = json.loads((tmp_path / "widget.json").read_text())
     assert w["after"] == w["before"] + 1 and w["changed"]
     assert w["target"] == pytest.approx(1.0)  # clip(1.2, 0, 1)
+    assert len(w["shown"]) == 1 and "image/png" in w["shown"][0]  # the panel shows the new figure

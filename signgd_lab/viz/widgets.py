@@ -33,15 +33,14 @@ class LivePanel:
         return {k: c.value for k, c in self.controls.items()}
 
     def _redraw(self, change: Any = None) -> None:
-        from IPython.display import clear_output, display
-
         figure = self.draw(**self.values())
         self.figure = figure
         self.redraws += 1
-        with self.output:
-            clear_output(wait=True)
-            if figure is not None:
-                display(figure)
+        # set the Output widget's state directly rather than capturing printed output into it:
+        # a plain state update, which headless executors (nbclient) handle without routing
+        self.output.outputs = ()
+        if figure is not None:
+            self.output.append_display_data(figure)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
