@@ -1,7 +1,6 @@
 """convert() and SpikingNetwork: API, correction theory, errors, zoo models."""
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch

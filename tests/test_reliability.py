@@ -1,8 +1,6 @@
 """Bad and hostile input, faults and reproducibility, end to end."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys

@@ -4,7 +4,6 @@ from __future__ import annotations
 import copy
 import inspect
 
-import torch
 from torch import fx, nn
 
 from .errors import ConversionError
