@@ -175,3 +175,14 @@ def test_every_zoo_model_converts_completely(name, zoo_cache):
         ref = model(x)
         y = snn(x, [16, 128])
         assert rel(y[1], ref) < rel(y[0], ref)
+
+
+def test_block_steps_follows_the_input_shape_not_the_last_run():
+    snn = sl.convert(small_net(), torch.rand(8, 6))
+    # largest population: 12 ReLU neurons per sample; budget 2**21 elements per block
+    expected = min(128, 2**21 // (64 * 12))
+    assert snn.block_steps((6,), 64, 128) == expected  # before any run
+    snn(torch.rand(2, 6), [4])
+    assert snn.block_steps((6,), 64, 128) == expected
+    assert snn.block_steps((6,), 64, 128, mode="stepwise") == 1
+    assert [r["neuron"] for r in snn.replaced] == list(snn.neurons)

@@ -10,7 +10,8 @@ from torch import nn
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from . import decompositions  # noqa: F401  (registers the decomposition handlers)
 from .errors import ConversionError
-from .graph_utils import module_of
+from .graph_utils import dynamic_nodes, module_of
+from .handlers import find_handler
 from .network import SpikingNetwork
 from .neuron_ops import NeuronOp
 from .passes import (calibrate, collect_batches, decompose_attention, decompose_layernorm,
@@ -117,17 +118,11 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 
-    snn = SpikingNetwork(gm, dyn, rec.name)
-    snn.replaced = [dict(neuron=name, target=mod.target.name, role=mod.role, source=mod.source)
-                    for name, mod in snn.neurons.items()]  # graph order
-    return snn
+    return SpikingNetwork(gm, dyn, rec.name)
 
 
 def count_nonlinear(snn_or_gm: SpikingNetwork | torch.fx.GraphModule) -> dict[str, int]:
     """``{"neurons": populations, "remaining": nonlinear ops left unconverted}`` of a graph."""
-    from .graph_utils import dynamic_nodes
-    from .handlers import find_handler
-
     gm = snn_or_gm.graph_module if isinstance(snn_or_gm, SpikingNetwork) else snn_or_gm
     dynamic = dynamic_nodes(gm.graph)
     neurons = remaining = 0

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from ..dynamics.codec import DirectEncoder, FloatEncoder, RateDecoder, SignGDDecoder
+from ..dynamics.codec import (DirectEncoder, DirectSignGDEncoder, FloatEncoder, RateDecoder,
+                              SignGDDecoder)
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from ..dynamics.neurons import Drive, IFNeuron, NeuronState, Observer, ProductSumNeurons, SignGDNeuron
 from .errors import ConversionError
@@ -71,8 +72,9 @@ class Correction:
 class _Runtime:
     """What the neuron modules call during a run (forced passes or simulation blocks)."""
 
-    def __init__(self, net: "SpikingNetwork") -> None:
+    def __init__(self, net: "SpikingNetwork", correction: "Correction | None" = None) -> None:
         self.net = net
+        self.correction = correction
         self.force: float | None = None
         self.recorded: dict[str, tuple[torch.Tensor, ...]] = {}
         self.states: dict[str, NeuronState] = {}
@@ -93,7 +95,7 @@ class _Runtime:
     def simulate(self, name: str, module: NeuronOp, currents: tuple[torch.Tensor, ...]
                  ) -> torch.Tensor:
         steps = self.etas.shape[0]
-        corr = self.net._correction
+        corr = self.correction
         cur = [c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents]  # (c, B, ...)
         state = self.states.get(name)
         if state is None:
@@ -115,10 +117,7 @@ class _Runtime:
     def _initial_state(module: NeuronOp, biases: tuple[torch.Tensor, ...], batch: int) -> NeuronState:
         """x_hat_0 = bias (per input, expanded over the batch), v_0 = 0."""
         xs = tuple(b.expand(batch, *b.shape[1:]).clone() for b in biases)
-        if isinstance(module, MatmulNeuronOp):  # (.., N, K) x (.., K, M) -> (.., N, K, M)
-            shape = (*xs[0].shape, xs[1].shape[-1])
-        else:
-            shape = torch.broadcast_shapes(*(x.shape for x in xs))
+        shape = _membrane_shape(module, xs)
         return NeuronState(xs, torch.zeros(shape, dtype=xs[0].dtype, device=xs[0].device))
 
 
@@ -130,26 +129,30 @@ class SpikingNetwork(nn.Module):
             neuron targets), which is what probes compare against.
         dynamics: :class:`SignGDDynamics` or :class:`IFDynamics`.
         neurons: name -> :class:`NeuronOp` for every neuron population.
-        replaced: one row per converted op (see :func:`signgd_lab.conversion.convert`).
     """
 
     def __init__(self, graph_module: fx.GraphModule, dynamics: SignGDDynamics | IFDynamics,
-                 recipe_name: str = "paper", replaced: list[dict] | None = None) -> None:
+                 recipe_name: str = "paper") -> None:
         super().__init__()
         self.graph_module = graph_module
         self.dynamics = dynamics
         self.recipe_name = recipe_name
-        self.replaced = list(replaced or [])
         self.neurons: dict[str, NeuronOp] = {  # in graph (execution) order
             node.target: graph_module.get_submodule(node.target)
             for node in graph_module.graph.nodes if node.op == "call_module"
             and isinstance(graph_module.get_submodule(node.target), NeuronOp)}
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
         self._corrections: dict[tuple, Correction] = {}
-        self._correction = Correction()
         self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
 
     # ------------------------------------------------------------------ setup
+    @property
+    def replaced(self) -> list[dict]:
+        """One row per neuron population, in graph order: neuron, target, role and the op it
+        replaced."""
+        return [dict(neuron=name, target=m.target.name, role=m.role, source=m.source)
+                for name, m in self.neurons.items()]
+
     @property
     def device(self) -> torch.device:
         """Device of the network's parameters and buffers."""
@@ -220,13 +223,14 @@ class SpikingNetwork(nn.Module):
         if not torch.isfinite(x).all():
             raise ConversionError("input contains NaN or Inf; pass finite values")
 
-    def block_steps(self, batch: int, total: int, mode: str = "multistep") -> int:
+    def block_steps(self, sample_shape: Sequence[int], batch: int, total: int,
+                    mode: str = "multistep") -> int:
         """Steps per block: 1 in stepwise mode, else as many as fit the element budget."""
         if mode not in MODES:
             raise ConversionError(f"unknown mode {mode!r}; use one of {MODES}")
         if mode == "stepwise":
             return 1
-        per_step = batch * max(self._correction.largest, 1)
+        per_step = batch * max(self.correction(torch.Size(sample_shape)).largest, 1)
         return max(1, min(total, _BLOCK_ELEMENTS // per_step))
 
     def estimate_memory(self, sample_shape: Sequence[int], batch: int, block_steps: int) -> int:
@@ -271,9 +275,9 @@ class SpikingNetwork(nn.Module):
                                   for i in range(0, x.shape[0], batch_chunk)], dim=1)
         x = x.to(self.dtype)
         total, batch = ts[-1], x.shape[0]
-        self._correction = self.correction(x.shape[1:])
-        corr = self._correction
-        steps = block_steps if block_steps is not None else self.block_steps(batch, total, mode)
+        corr = self.correction(x.shape[1:])
+        steps = block_steps if block_steps is not None else \
+            self.block_steps(x.shape[1:], batch, total, mode)
         if isinstance(steps, bool) or not (isinstance(steps, int) and steps >= 1):
             raise ConversionError(f"block_steps must be a positive integer, got {steps!r}")
         if not allow_large:
@@ -282,10 +286,10 @@ class SpikingNetwork(nn.Module):
         if isinstance(self.dynamics, IFDynamics):
             encoder, decoder = DirectEncoder(x), RateDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]))
         else:
-            encoder = FloatEncoder(x) if self.dynamics.encoder == "float" else _DirectSignGD(x)
+            encoder = FloatEncoder(x) if self.dynamics.encoder == "float" else DirectSignGDEncoder(x)
             decoder = SignGDDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]),
                                     corr.out_offset)
-        runtime = _Runtime(self)
+        runtime = _Runtime(self, corr)
         for probe in probes:
             probe.start(self, batch, total)
             for name, module in self.neurons.items():
@@ -314,22 +318,6 @@ class SpikingNetwork(nn.Module):
         return torch.stack(results)
 
 
-class _DirectSignGD:
-    """Input codec of the ``extended`` dynamics: emits e_1 = (1 - x/eta_1)/2 then 1/2, so the
-    first layer's input estimate is A(x) from the first step (no 0.956 gain floor)."""
-
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
-        self.started = False
-
-    def emit(self, etas: torch.Tensor) -> torch.Tensor:
-        out = torch.full((etas.shape[0], *self.x.shape), 0.5, dtype=self.x.dtype, device=self.x.device)
-        if not self.started:
-            out[0] = (1.0 - self.x / etas[0]) / 2.0
-            self.started = True
-        return out
-
-
 def _population(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
     """Per-sample elements a population reads or writes per step (product neurons: their
     inputs and summed outputs; their membranes do not grow with the block)."""
@@ -339,13 +327,18 @@ def _population(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
     return torch.broadcast_shapes(*(c.shape for c in currents)).numel()
 
 
+def _membrane_shape(module: NeuronOp, inputs: tuple[torch.Tensor, ...]) -> torch.Size:
+    """Shape of a population's membranes for inputs of these shapes: the broadcast shape, or
+    (..., N, K, M) for the product neurons of a matmul (..., N, K) @ (..., K, M)."""
+    if isinstance(module, MatmulNeuronOp):
+        a, b = inputs
+        return torch.Size((*a.shape, b.shape[-1]))
+    return torch.broadcast_shapes(*(x.shape for x in inputs))
+
+
 def _state_size(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
     """Per-sample elements of a population's input estimates and membranes."""
-    estimates = sum(c.numel() for c in currents)
-    if isinstance(module, MatmulNeuronOp):
-        a, b = currents
-        return estimates + a.numel() * b.shape[-1]
-    return estimates + torch.broadcast_shapes(*(c.shape for c in currents)).numel()
+    return sum(c.numel() for c in currents) + _membrane_shape(module, currents).numel()
 
 
 def _available_memory(device: torch.device) -> int | None:

@@ -11,6 +11,9 @@ a gain that tops out at 0.956 for the paper schedule.
 
 ``DirectEncoder`` (IF mode): e_t = x at every step.
 
+``DirectSignGDEncoder`` (extended dynamics): e_1 = (1 - x / eta_1) / 2, then e_t = 1/2, so the
+first layer's input estimate is A(x) from the first step (no 0.956 gain floor).
+
 ``SignGDDecoder`` (paper): y_0 = bias_out, y_t = y_{t-1} - eta_t (2 I_t - offset_out).
 ``RateDecoder`` (IF mode): y_t = (I_1 + ... + I_t) / (t + 1).
 """
@@ -44,6 +47,24 @@ class DirectEncoder:
     def emit(self, etas: torch.Tensor) -> torch.Tensor:
         """``x`` repeated for ``len(etas)`` steps, shape (T, *x.shape)."""
         return self.x.unsqueeze(0).expand(etas.shape[0], *self.x.shape)
+
+
+class DirectSignGDEncoder:
+    """Emits e_1 = (1 - x / eta_1) / 2 and then 1/2: the upstream estimate -sum eta_k (2 e_k - 1)
+    equals x after the first step and stays there."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self.started = False
+
+    def emit(self, etas: torch.Tensor) -> torch.Tensor:
+        """Emitted values for the next ``len(etas)`` steps, shape (T, *x.shape)."""
+        out = torch.full((etas.shape[0], *self.x.shape), 0.5, dtype=self.x.dtype,
+                         device=self.x.device)
+        if not self.started:
+            out[0] = (1.0 - self.x / etas[0]) / 2.0
+            self.started = True
+        return out
 
 
 class SignGDDecoder:
