@@ -85,27 +85,9 @@ class SignGDNeuron:
                                          tuple(d.offset for d in drives), state.x_hat, v, etas)
             state.t += steps
             return spikes
-        if observer is None and all(isinstance(d, Drive) for d in drives) and \
-                (target.rule is None or target.name == "rsqrt_div") and \
-                kernels.usable(v, *state.x_hat, *(d.current for d in drives)):
-            seqs = [kernels.estimates(x.contiguous(), d.current, d.offset, etas)
-                    for x, d in zip(state.x_hat, drives)]  # each (T, B, *S_i)
-            v = v.contiguous()
-            if target.rule is None:
-                spikes = kernels.sign_steps(v, target.fn(*seqs).expand(steps, *v.shape), etas,
-                                            target.tie_fires)
-            else:  # x1 / sqrt(x2): the reference's rule sqrt(x2) * v > x1
-                spikes = kernels.ratio_steps(v, torch.sqrt(seqs[1]).expand(steps, *v.shape),
-                                             seqs[0].expand(steps, *v.shape), etas, target.tie_fires)
-            state.x_hat = tuple(seq[-1] for seq in seqs)
-            state.v = v
-            state.t += steps
-            return spikes
-        drives = tuple(d.tensor() if isinstance(d, Drive) else d for d in drives)
-        x_seq = _input_estimates(state.x_hat, drives, etas)
+        seqs = [_estimates(x, d, etas) for x, d in zip(state.x_hat, drives)]  # (T, *S_i) / None
+        xs = [x.unsqueeze(0) if seq is None else seq for x, seq in zip(state.x_hat, seqs)]
         if observer is None and target.rule is None:
-            xs = [state.x_hat[i].unsqueeze(0) if seq is None else torch.stack(seq)
-                  for i, seq in enumerate(x_seq)]
             g = target.fn(*xs).expand(steps, *v.shape)  # (T, *v.shape)
             if kernels.usable(v, g):
                 v = v.contiguous()
@@ -117,20 +99,23 @@ class SignGDNeuron:
                     v, s = step(v, g[k], etas[k], target.tie_fires)
                     out.append(s)
                 spikes = torch.stack(out)
-            state.t += steps
+        elif observer is None and target.name == "rsqrt_div" and kernels.usable(v, *xs):
+            v = v.contiguous()  # the reference's rule for x1 / sqrt(x2): sqrt(x2) * v > x1
+            spikes = kernels.ratio_steps(v, torch.sqrt(xs[1]).expand(steps, *v.shape),
+                                         xs[0].expand(steps, *v.shape), etas, target.tie_fires)
         else:
             out = []
             for k in range(steps):
-                x_k = tuple(state.x_hat[i] if seq is None else seq[k] for i, seq in enumerate(x_seq))
+                x_k = tuple(x[0] if seq is None else x[k] for x, seq in zip(xs, seqs))
                 s = target.fires(v, *x_k).to(v.dtype)
                 v = v - etas[k] * (2.0 * s - 1.0)
-                state.t += 1
                 if observer is not None:
-                    observer(state.t, x_k, v, s)
+                    observer(state.t + k + 1, x_k, v, s)
                 out.append(s)
             spikes = torch.stack(out)
-        state.x_hat = tuple(state.x_hat[i] if seq is None else seq[-1] for i, seq in enumerate(x_seq))
+        state.x_hat = tuple(x if seq is None else seq[-1] for x, seq in zip(state.x_hat, seqs))
         state.v = v
+        state.t += steps
         return spikes
 
 
@@ -148,21 +133,22 @@ def _plain_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
     return v - eta * (2.0 * s - 1.0), s
 
 
-def _input_estimates(x_hat: tuple[torch.Tensor, ...], drives: tuple[torch.Tensor | None, ...],
-                     etas: torch.Tensor) -> list[list[torch.Tensor] | None]:
-    """x_hat_k = x_hat_{k-1} - eta_k d_k for each step of a block (None where d is None)."""
-    seqs: list[list[torch.Tensor] | None] = []
-    for x, d in zip(x_hat, drives):
-        if d is None:
-            seqs.append(None)
-            continue
-        scaled = etas.view(-1, *([1] * (d.dim() - 1))) * d  # eta_k * d_k for every k at once
-        seq = []
-        for k in range(etas.shape[0]):
-            x = x - scaled[k]
-            seq.append(x)
-        seqs.append(seq)
-    return seqs
+def _estimates(x_hat: torch.Tensor, drive: torch.Tensor | Drive | None, etas: torch.Tensor
+               ) -> torch.Tensor | None:
+    """Input estimates x_hat_k = x_hat_{k-1} - eta_k d_k of every step of a block, (T, *S)
+    (None for a constant estimate): one fused kernel pass on CPU, else a torch loop, with the
+    same arithmetic."""
+    if drive is None:
+        return None
+    if isinstance(drive, Drive) and kernels.usable(x_hat, drive.current):
+        return kernels.estimates(x_hat.contiguous(), drive.current, drive.offset, etas)
+    d = drive.tensor() if isinstance(drive, Drive) else drive
+    scaled = etas.view(-1, *([1] * (d.dim() - 1))) * d  # eta_k * d_k for every k at once
+    seq = []
+    for k in range(etas.shape[0]):
+        x_hat = x_hat - scaled[k]
+        seq.append(x_hat)
+    return torch.stack(seq)
 
 
 class ProductSumNeurons:
@@ -183,16 +169,11 @@ class ProductSumNeurons:
             etas: torch.Tensor, observer: Observer | None = None) -> torch.Tensor:
         """Advance ``len(etas)`` steps; returns spike counts (T, ..., N, M) in the state dtype."""
         v = state.v  # (..., N, K, M), owned by the state: updated in place
-        if observer is None and kernels.usable(v, *(d.current for d in drives)) and \
-                v.is_contiguous() and all(isinstance(d, Drive) for d in drives):
-            a, b = (kernels.estimates(x.contiguous(), d.current, d.offset, etas)
-                    for x, d in zip(state.x_hat, drives))
-            counts = kernels.product_steps(v, a, b, etas, self.target.tie_fires)
+        seq_a, seq_b = (_estimates(x, d, etas) for x, d in zip(state.x_hat, drives))
+        state.x_hat = (seq_a[-1], seq_b[-1])
+        if observer is None and kernels.usable(v, seq_a, seq_b) and v.is_contiguous():
             state.t += etas.shape[0]
-            state.x_hat = (a[-1], b[-1])
-            return counts
-        drives = tuple(d.tensor() if isinstance(d, Drive) else d for d in drives)
-        seq_a, seq_b = _input_estimates(state.x_hat, drives, etas)
+            return kernels.product_steps(v, seq_a, seq_b, etas, self.target.tie_fires)
         n_rows, k_dim, m_dim = v.shape[-3:]
         per_row = max(1, v[..., :1, :, :].numel())
         rows = n_rows if observer is not None else max(1, min(n_rows, self.chunk_elements // per_row))
@@ -210,7 +191,6 @@ class ProductSumNeurons:
             state.t += 1
             if observer is not None:
                 observer(state.t, (a.unsqueeze(-1), b.unsqueeze(-3)), v, fire_full.to(v.dtype))
-        state.x_hat = (seq_a[-1], seq_b[-1])
         return counts
 
 
