@@ -75,13 +75,19 @@ class AffineOp:
         return _matches(self, gm, node, dynamic)
 
 
-def _operand(node: fx.Node, i: int, names: tuple[str, ...] = ("input", "other")) -> object:
+def _arg(node: fx.Node, i: int, name: str, default: object = None) -> object:
+    """Argument ``i`` of a call, given positionally or as keyword ``name``."""
     if i < len(node.args):
         return node.args[i]
-    for n in names[i:i + 1]:
-        if n in node.kwargs:
-            return node.kwargs[n]
-    return None
+    return node.kwargs.get(name, default)
+
+
+_OPERAND_NAMES = ("input", "other")
+
+
+def _operand(node: fx.Node, i: int) -> object:
+    """Operand ``i`` of a torch op, positional or by torch's keyword name."""
+    return _arg(node, i, _OPERAND_NAMES[i] if i < len(_OPERAND_NAMES) else "")
 
 
 def _count_dynamic(node: fx.Node, positions: tuple[int, ...], dynamic: set[fx.Node]) -> int:
@@ -161,12 +167,6 @@ def is_affine(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> bool:
 def source_of(gm: fx.GraphModule, node: fx.Node) -> str:
     """Short description of the op a neuron replaces."""
     return describe(gm, node)
-
-
-def _arg(node: fx.Node, i: int, name: str, default: object = None) -> object:
-    if i < len(node.args):
-        return node.args[i]
-    return node.kwargs.get(name, default)
 
 
 def neuron_name(node: fx.Node, target: str, suffix: str = "") -> str:
