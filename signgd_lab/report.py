@@ -144,11 +144,11 @@ def render_html(notebook_path: Path, html_path: Path) -> None:
     html_path.write_text(body, encoding="utf-8")
 
 
-def _index(config: ReportConfig, results: list[dict], started: str) -> str:
+def _index(config: ReportConfig, results: list[dict], started: str, vers: dict[str, str]) -> str:
     params = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
                      for k, v in asdict(config).items())
-    vers = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                   for k, v in versions().items())
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                   for k, v in vers.items())
     items = "".join(
         f"<li><a href=\"{r['name']}.html\">{html.escape(r['name'])}</a> "
         f"({r['seconds']:.1f} s; <a href=\"{r['name']}.metrics.json\">metrics</a>)</li>"
@@ -162,7 +162,7 @@ table{{border-collapse:collapse}}th,td{{border:1px solid #ccc;padding:.2em .6em;
 <p>Generated {html.escape(started)} by <code>signgd-lab report</code>.</p>
 <h2>Notebooks</h2><ol id="notebooks">{items}</ol>
 <h2>Parameters</h2><table id="parameters">{params}</table>
-<h2>Versions</h2><table id="versions">{vers}</table>
+<h2>Versions</h2><table id="versions">{rows}</table>
 </body></html>
 """
 
@@ -231,9 +231,10 @@ def run_report(config: ReportConfig, out: str | os.PathLike,
         seconds = time.perf_counter() - t0
         results.append({"name": name, "seconds": seconds})
         log(f"[{i}/{total}] {name} done in {seconds:.1f} s")
-    (staging / "index.html").write_text(_index(config, results, started), encoding="utf-8")
+    vers = versions()
+    (staging / "index.html").write_text(_index(config, results, started, vers), encoding="utf-8")
     (staging / "report.json").write_text(json.dumps(
-        {"parameters": asdict(config), "versions": versions(), "started": started,
+        {"parameters": asdict(config), "versions": vers, "started": started,
          "notebooks": results}, indent=2))
     _swap_in(staging, out)
     log(f"report written to {out / 'index.html'}")
