@@ -92,6 +92,7 @@ def timing(name: str, batch: int | None, steps: int, repeats: int, device: str) 
                 times[key].append((time.perf_counter() - t) / reps)
     ann = statistics.median(times["ann"])
     return {"name": name, "batch": x.shape[0], "T": steps, "ann_ms": ann * 1e3,
+            "block": snn.block_steps(x.shape[1:], x.shape[0], steps),
             "convert_s": convert_s,
             "multistep_ratio": statistics.median(times["multistep"]) / (steps * ann),
             "stepwise_ratio": statistics.median(times["stepwise"]) / (steps * ann),
@@ -214,21 +215,22 @@ def main() -> None:
         r["mem_stepwise"] = peak_memory(name, batch, T, "stepwise", args.device)
         rows.append(r)
         print(json.dumps(r), flush=True)
-    table = ("| model | batch | ANN forward (ms) | conversion (s) | multistep ratio | stepwise ratio | "
-             "peak MB multistep | peak MB stepwise |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(
-                 f"| {r['name']} | {r['batch']} | {r['ann_ms']:.2f} | {r['convert_s']:.2f} | "
+    table = ("| model | batch | ANN forward (ms) | conversion (s) | block (steps) | multistep ratio | "
+             "stepwise ratio | peak MB multistep | peak MB stepwise |\n"
+             "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(
+                 f"| {r['name']} | {r['batch']} | {r['ann_ms']:.2f} | {r['convert_s']:.2f} | {r['block']} | "
                  f"{r['multistep_ratio']:.2f} | {r['stepwise_ratio']:.2f} | {r['mem_multistep']:.0f} | "
                  f"{r['mem_stepwise']:.0f} |" for r in rows))
     growth = []
-    for steps in (32, 64, 128, 256):
-        r = timing("digits_cnn", 64, steps, 3, args.device)
-        growth.append(f"| T={steps} | digits_cnn, batch 64 | {r['multistep_s'] * 1e3:.0f} ms | {r['multistep_ratio']:.2f} |")
-    for batch in (16, 64, 256):
-        r = timing("digits_cnn", batch, T, 3, args.device)
-        growth.append(f"| batch={batch} | digits_cnn, T=128 | {r['multistep_s'] * 1e3:.0f} ms | {r['multistep_ratio']:.2f} |")
-    for width in (64, 256, 1024):
-        r = timing(f"mlp_w{width}", 64, T, 3, args.device)
-        growth.append(f"| width={width} | GELU/LayerNorm MLP, batch 64, T=128 | {r['multistep_s'] * 1e3:.0f} ms | {r['multistep_ratio']:.2f} |")
+    for label, case, name, batch, steps in (
+            *((f"T={t}", "digits_cnn, batch 64", "digits_cnn", 64, t) for t in (32, 64, 128, 256)),
+            *((f"batch={b}", "digits_cnn, T=128", "digits_cnn", b, T) for b in (16, 64, 256)),
+            *((f"width={w}", "GELU/LayerNorm MLP, batch 64, T=128", f"mlp_w{w}", 64, T)
+              for w in (64, 256, 1024))):
+        r = timing(name, batch, steps, 3, args.device)
+        mem = peak_memory(name, batch, steps, "multistep", args.device)
+        growth.append(f"| {label} | {case} | {r['multistep_s'] * 1e3:.0f} ms | "
+                      f"{r['multistep_ratio']:.2f} | {mem:.0f} |")
     body = (
         "Ratio = SNN wall time for T=128 steps / (128 x ANN forward time), ANN and SNN timed "
         f"alternately in the same process, median of {repeats} (timm models: fewer). Peak MB = "
@@ -237,8 +239,8 @@ def main() -> None:
         "in a fresh process after a 2-step warm-up run. Multistep and stepwise give the same outputs "
         "(tests/test_convert.py).\n\n" + table
 
-        + "\n\nGrowth (multistep wall time, and ratio to the ANN at the same size):\n\n"
-        "| varied | case | SNN time | ratio |\n|---|---|---|---|\n" + "\n".join(growth))
+        + "\n\nGrowth (multistep wall time, ratio to the ANN at the same size, peak MB as above):\n\n"
+        "| varied | case | SNN time | ratio | peak MB |\n|---|---|---|---|---|\n" + "\n".join(growth))
     write_section(f"Simulation speed ({args.device})", body,
                   f"python benchmarks/simulate.py --device {args.device}" + (" --quick" if args.quick else ""))
 

@@ -239,3 +239,59 @@ def test_consecutive_maxpools_keep_their_shapes():
     gm = decompose_maxpool(trace(model), Recipe(), x)
     assert same(gm, model, x, atol=0)
     assert len(neurons(gm)) == 8 + 3
+
+
+@pytest.mark.parametrize("dynamics", ["paper", "extended"])
+def test_fold_scales_is_exact_and_leaves_the_graph_alone(dynamics):
+    """The simulation-only fold: same ANN output bit for bit, neurons shared, input unchanged."""
+    import signgd_lab as sl
+    from signgd_lab.conversion.neuron_ops import FoldedNeuronOp
+    from signgd_lab.conversion.passes import fold_scales
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)).eval()
+    x = torch.rand(16, 1, 4, 4)
+    snn = sl.convert(model, x, dynamics=dynamics)
+    code_before = snn.graph_module.code
+    folded = fold_scales(snn.graph_module)
+    assert snn.graph_module.code == code_before
+    wrappers = [m for m in folded.modules() if isinstance(m, FoldedNeuronOp)]
+    # paper: the ReLUs are scaled; extended: the GELU (x / s -> h -> * s) as well
+    assert len(wrappers) == (1 if dynamics == "paper" else 2)
+    assert {id(w.neuron) for w in wrappers} <= {id(m) for m in snn.neurons.values()}
+    with torch.no_grad():
+        assert torch.equal(folded(x), snn.graph_module(x))
+    # the simulation uses the folded graph; probes see the unfolded one; same spikes
+    from signgd_lab.probes import SpikeCounter
+    plain = snn(x, [4, 16])
+    probed = snn(x, [4, 16], probes=[SpikeCounter()])
+    assert torch.equal(plain, probed)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_fuse_max_chains_runs_the_chain_in_one_op_with_the_same_numbers(kernel, stride, padding):
+    """Max-pool chains become one MaxChainOp per pool in the simulation graph; the ANN output,
+    and the SNN's output with the fused kernel, equal the neuron-by-neuron graph bit for bit."""
+    import signgd_lab as sl
+    from signgd_lab.conversion.neuron_ops import MaxChainOp
+    from signgd_lab.conversion.passes import fold_scales, fuse_max_chains
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(kernel, stride, padding), nn.Flatten(), nn.LazyLinear(4))
+    x = torch.rand(12, 2, 7, 7)
+    model(x)
+    snn = sl.convert(model.eval(), x)
+    code_before = snn.graph_module.code
+    fused = fuse_max_chains(fold_scales(snn.graph_module))
+    assert snn.graph_module.code == code_before
+    chains = [m for m in fused.modules() if isinstance(m, MaxChainOp)]
+    assert len(chains) == 1 and len(chains[0].chain) == kernel * kernel - 1
+    with torch.no_grad():
+        assert torch.equal(fused(x), snn.graph_module(x))
+    key = (snn.device, snn.dtype)
+    with_chain = snn(x, [8, 32])
+    stepwise = snn(x, [8, 32], mode="stepwise")
+    snn._folded[key] = snn.graph_module  # the neuron-by-neuron graph
+    assert torch.equal(snn(x, [8, 32]), with_chain) and torch.equal(stepwise, with_chain)

@@ -15,14 +15,17 @@ from torch import fx, nn
 
 from ..dynamics.codec import (DirectEncoder, DirectSignGDEncoder, FloatEncoder, RateDecoder,
                               SignGDDecoder)
+from ..dynamics import kernels
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from ..dynamics.neurons import Drive, IFNeuron, NeuronState, Observer, ProductSumNeurons, SignGDNeuron
 from .errors import ConversionError
-from .neuron_ops import MatmulNeuronOp, NeuronOp
+from .neuron_ops import MatmulNeuronOp, MaxChainOp, NeuronOp
+from .passes.fold_scales import fold_scales
+from .passes.fuse_max_chains import fuse_max_chains
 
 MODES = ("multistep", "stepwise")
-_BLOCK_ELEMENTS = 2**21  # per-block budget for the largest neuron input/output, in elements
-# (measured: blocks of 2-8 MB keep each population's currents and spikes in cache)
+_BLOCK_ELEMENTS = 3 * 2**20  # per-block budget: neuron inputs/outputs of all populations
+# (measured on the digits models: 8-32 steps at batch 64 are fastest, see benchmarks/RESULTS.md)
 
 
 def check_timestamps(timestamps: int | Sequence[int]) -> list[int]:
@@ -66,6 +69,7 @@ class Correction:
     out_offset: torch.Tensor | None = None
     out_bias: torch.Tensor | None = None
     largest: int = 1  # most elements any one neuron population reads/writes per sample-step
+    total: int = 1  # elements all populations together read/write per sample-step
     state: int = 0  # elements of neuron state (input estimates and membranes) per sample
 
 
@@ -80,6 +84,7 @@ class _Runtime:
         self.states: dict[str, NeuronState] = {}
         self.etas: torch.Tensor | None = None
         self.observers: dict[str, Observer] = {}
+        self.chain_offsets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __call__(self, module: NeuronOp, *currents: torch.Tensor) -> torch.Tensor:
         name = self.net.neuron_names[id(module)]
@@ -92,7 +97,52 @@ class _Runtime:
             return torch.full(shape, self.force, dtype=currents[0].dtype, device=currents[0].device)
         return self.simulate(name, module, currents)
 
-    def simulate(self, name: str, module: NeuronOp, currents: tuple[torch.Tensor, ...]
+    def folded(self, module: NeuronOp, current: torch.Tensor, divisor: torch.Tensor,
+               multiplier: torch.Tensor) -> torch.Tensor:
+        """A :class:`FoldedNeuronOp`: ``module(current / divisor) * multiplier``, with the
+        division and multiplication done inside the neuron kernel where it runs."""
+        if self.force is not None or isinstance(self.net.dynamics, IFDynamics):
+            return self(module, current / divisor) * multiplier
+        return self.simulate(self.net.neuron_names[id(module)], module, (current,),
+                             divisor, multiplier)
+
+    def max_chain(self, op: MaxChainOp, y: torch.Tensor) -> torch.Tensor:
+        """A :class:`MaxChainOp`: the whole chain in one kernel that reads the windows of ``y``
+        in place (CPU kernels, signGD dynamics), else neuron by neuron; same numbers."""
+        names = [self.net.neuron_names[id(m)] for m in op.chain]
+        if self.force is not None or isinstance(self.net.dynamics, IFDynamics) or \
+                not kernels.usable(y) or any(n in self.observers for n in names):
+            return op.unfused(y)
+        y = y.contiguous()
+        windows = [y[index] for index in op.windows]  # (c*B, *W) views
+        layout = kernels.window_layout(y, windows)
+        if layout is None:
+            return op.unfused(y)
+        steps, shape = self.etas.shape[0], windows[0].shape[1:]
+        batch = y.shape[0] // steps
+        key = f"{names[0]}/chain"
+        state = self.states.get(key)
+        if state is None:  # stacked states and offsets of the chain's neurons: (n, B, S)
+            corr = self.correction
+
+            def stack(parts: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
+                return torch.stack([p.expand(*lead, *shape).reshape(*lead, -1) for p in parts])
+
+            state = NeuronState(tuple(stack([corr.biases[n][i] for n in names], (batch,)).clone()
+                                      for i in (0, 1)), torch.zeros(len(names), batch, shape.numel(),
+                                                                    dtype=y.dtype))
+            self.states[key] = state
+            self.chain_offsets[key] = tuple(
+                stack([corr.offsets[n][i] for n in names], (1,))[:, 0].to(y.dtype).contiguous()
+                for i in (0, 1))
+        tie = self.net.dynamics.apply_tie_rule(op.chain[0].simulated_target()).tie_fires
+        spikes = kernels.max_chain_steps(tie, y, layout, self.chain_offsets[key], *state.x_hat,
+                                         state.v, self.etas)  # (c, B, S)
+        state.t += steps
+        return spikes.reshape(steps * batch, *shape)
+
+    def simulate(self, name: str, module: NeuronOp, currents: tuple[torch.Tensor, ...],
+                 divisor: torch.Tensor | None = None, multiplier: torch.Tensor | None = None
                  ) -> torch.Tensor:
         steps = self.etas.shape[0]
         corr = self.correction
@@ -106,11 +156,13 @@ class _Runtime:
             spikes = IFNeuron().run(state, cur[0], self.etas, observer)
         else:
             drives = tuple(Drive(c, o) for c, o in zip(cur, corr.offsets[name]))
+            if divisor is not None:
+                drives = (Drive(cur[0], corr.offsets[name][0], divisor),)
             if isinstance(module, MatmulNeuronOp):
                 spikes = ProductSumNeurons(module.target).run(state, drives, self.etas, observer)
             else:
                 target = self.net.dynamics.apply_tie_rule(module.simulated_target())
-                spikes = SignGDNeuron(target).run(state, drives, self.etas, observer)
+                spikes = SignGDNeuron(target).run(state, drives, self.etas, observer, multiplier)
         return spikes.reshape(-1, *spikes.shape[2:])  # (c * B, ...)
 
     @staticmethod
@@ -143,6 +195,7 @@ class SpikingNetwork(nn.Module):
             and isinstance(graph_module.get_submodule(node.target), NeuronOp)}
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
         self._corrections: dict[tuple, Correction] = {}
+        self._folded: dict[tuple, fx.GraphModule] = {}  # simulation graphs (fold_scales)
         self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
 
     # ------------------------------------------------------------------ setup
@@ -202,10 +255,20 @@ class SpikingNetwork(nn.Module):
         corr = Correction(
             offsets={n: tuple(a + b for a, b in zip(rec1[n], rec0[n])) for n in rec1},
             biases=dict(rec0), out_offset=out1 + out0, out_bias=out0)
-        corr.largest = max([1] + [_population(self.neurons[n], c) for n, c in rec0.items()])
+        sizes = [_population(self.neurons[n], c) for n, c in rec0.items()]
+        corr.largest, corr.total = max([1] + sizes), max(1, sum(sizes))
         corr.state = sum(_state_size(self.neurons[n], c) for n, c in rec0.items())
         self._corrections[key] = corr
         return corr
+
+    def _simulation_graph(self) -> fx.GraphModule:
+        """The converted graph with ``x / m -> neuron -> * m'`` folded into the neurons and the
+        max-pool chains fused (:func:`~signgd_lab.conversion.passes.fold_scales`,
+        :func:`~signgd_lab.conversion.passes.fuse_max_chains`), cached per device and dtype."""
+        key = (self.device, self.dtype)
+        if key not in self._folded:
+            self._folded[key] = fuse_max_chains(fold_scales(self.graph_module))
+        return self._folded[key]
 
     # ------------------------------------------------------------------ running
     def _check_input(self, x: torch.Tensor) -> None:
@@ -230,7 +293,7 @@ class SpikingNetwork(nn.Module):
             raise ConversionError(f"unknown mode {mode!r}; use one of {MODES}")
         if mode == "stepwise":
             return 1
-        per_step = batch * max(self.correction(torch.Size(sample_shape)).largest, 1)
+        per_step = batch * self.correction(torch.Size(sample_shape)).total
         return max(1, min(total, _BLOCK_ELEMENTS // per_step))
 
     def estimate_memory(self, sample_shape: Sequence[int], batch: int, block_steps: int) -> int:
@@ -296,6 +359,8 @@ class SpikingNetwork(nn.Module):
                 obs = probe.observer(name, module)
                 if obs is not None:
                     runtime.observers[name] = _chain(runtime.observers.get(name), obs)
+        # without observers the scaling multiplications are folded into the neuron kernels
+        graph = self.graph_module if runtime.observers else self._simulation_graph()
         wanted = {t: i for i, t in enumerate(ts)}
         results: list[torch.Tensor | None] = [None] * len(ts)
         self._attach(runtime)
@@ -305,7 +370,7 @@ class SpikingNetwork(nn.Module):
                     block = etas[start:start + steps]
                     runtime.etas = block
                     emitted = encoder.emit(block)  # (c, B, ...)
-                    out = self.graph_module(emitted.reshape(-1, *x.shape[1:]))  # (c*B, ...)
+                    out = graph(emitted.reshape(-1, *x.shape[1:]))  # (c*B, ...)
                     decoded = decoder.decode(out.reshape(block.shape[0], batch, *out.shape[1:]),
                                              block)
                     for k in range(block.shape[0]):

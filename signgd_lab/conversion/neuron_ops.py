@@ -6,7 +6,6 @@ runtime that turns each of them into a population of spiking neurons.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol
 
 import torch
@@ -47,11 +46,7 @@ class NeuronOp(nn.Module):
     def simulated_target(self) -> Target:
         """The target the neurons run: ``target``, or its rescaled form h (see above)."""
         s = self.input_scale
-        if s is None:
-            return self.target
-        g = self.target.fn
-        return dataclasses.replace(self.target, name=f"{self.target.name}[rescaled]",
-                                   fn=lambda z: g(s * z) / s, rule=None)
+        return self.target if s is None else self.target.rescaled(s)
 
     def exact(self, *x: torch.Tensor) -> torch.Tensor:
         """The ANN value g(x) (h(x) when an input scale is set)."""
@@ -72,3 +67,47 @@ class MatmulNeuronOp(NeuronOp):
 
     def exact(self, *x: torch.Tensor) -> torch.Tensor:
         return torch.matmul(x[0], x[1])
+
+
+class FoldedNeuronOp(nn.Module):
+    """Simulation form of ``x / divisor -> neuron -> * multiplier`` (what the scaling pass
+    writes around a neuron): one module, so the neuron kernel divides the current and
+    multiplies the spikes per neuron instead of two extra passes over the tensors. The
+    arithmetic is the same (see :func:`signgd_lab.conversion.passes.fold_scales`)."""
+
+    def __init__(self, neuron: NeuronOp, divisor: torch.Tensor, multiplier: torch.Tensor) -> None:
+        super().__init__()
+        self.neuron = neuron
+        self.register_buffer("divisor", divisor)
+        self.register_buffer("multiplier", multiplier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        runtime = self.neuron.runtime
+        folded = getattr(runtime, "folded", None)
+        if folded is None:  # no simulation running: the unfolded computation
+            return self.neuron(x / self.divisor) * self.multiplier
+        return folded(self.neuron, x, self.divisor, self.multiplier)
+
+
+class MaxChainOp(nn.Module):
+    """Simulation form of a max-pooling chain: windows w_0..w_n of one tensor y (strided
+    slices) and max neurons m_1 = max(w_0, w_1), m_i = max(m_{i-1}, w_i). One module, so the
+    runtime can run the whole chain in one kernel that reads the windows in place; without a
+    runtime (or where the kernel does not apply) it calls the neurons one by one."""
+
+    def __init__(self, neurons: list[NeuronOp], windows: list[tuple]) -> None:
+        super().__init__()
+        self.chain = list(neurons)  # a plain list: the neurons stay owned by the graph
+        self.windows = list(windows)  # getitem indices of y, one per window
+
+    def unfused(self, y: torch.Tensor) -> torch.Tensor:
+        """The chain neuron by neuron, as in the converted graph."""
+        windows = [y[index] for index in self.windows]
+        out = self.chain[0](windows[0], windows[1])
+        for neuron, window in zip(self.chain[1:], windows[2:]):
+            out = neuron(out, window)
+        return out
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        run_chain = getattr(self.chain[0].runtime, "max_chain", None)
+        return self.unfused(y) if run_chain is None else run_chain(self, y)

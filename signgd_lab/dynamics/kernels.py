@@ -1,19 +1,29 @@
 """Fused CPU kernels for the signGD recurrences (numba), with the plain torch loop as fallback.
 
-The only sequential part of a signGD population is the membrane recursion
+The sequential part of a signGD population is, per neuron and step k,
 
-    s_k = 1[v_{k-1} >= g_k]   (or '>')        v_k = v_{k-1} - eta_k (2 s_k - 1)
+    x_hat_k = x_hat_{k-1} - eta_k (2 I_k - offset)      (one per input)
+    s_k     = 1[v_{k-1} >= g(x_hat_k)]   (or '>')        v_k = v_{k-1} - eta_k (2 s_k - 1)
 
-once the targets g_k of a block of steps are known. These kernels run it for every neuron with v
-in a register, writing the spikes; they compute v_k as v - eta or v + eta, which is bit for bit
-the value of the formula above, so fused and plain paths agree exactly (tested).
-``ENABLED`` turns them off (then everything runs as torch ops).
+:func:`population_steps` runs all of it for a block of steps with the state in registers: one
+compiled kernel per target, input layout and option set, so the target is a compile-time
+constant and the inner loop vectorises. Targets made of exact IEEE operations (relu,
+leaky_relu, abs, square, max, mul, div, the x1/sqrt(x2) rule) give the torch path's numbers bit
+for bit. The exp-based targets (exp, gelu, silu, sigmoid, softplus) use
+:func:`~signgd_lab.dynamics.vecmath.vexp` (within 2 ulp) and gelu_erf / gelu_tanh / tanh the
+C library: their g may differ from torch's (itself not the same in its vectorised and scalar
+loops) in the last bit, which changes a spike only at a tie that close (tested). ``ENABLED``
+turns the kernels off (then everything runs as torch ops); so does ``SIGNGD_LAB_NO_KERNELS=1``.
 """
 from __future__ import annotations
 
+import math
 import os
+from functools import lru_cache
 
 import torch
+
+from .vecmath import vexp
 
 try:  # numba is a dependency; the torch path still works where it cannot be imported
     import numpy as np
@@ -24,8 +34,17 @@ except ImportError:  # pragma: no cover
 ENABLED = njit is not None and os.environ.get("SIGNGD_LAB_NO_KERNELS", "") in ("", "0")
 _CHUNK = 2048
 
+#: targets the population kernels compute (base names); the first group is bit-exact with torch
+EXACT_TARGETS = ("relu", "leaky_relu", "abs", "square", "max", "mul", "div", "rsqrt_div")
+LIBM_TARGETS = ("exp", "gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus")
+_CODES = {name: i for i, name in enumerate(EXACT_TARGETS + LIBM_TARGETS)}
+_BINARY = ("max", "mul", "div", "rsqrt_div")
+# constants in the tensors' dtype, so every operation rounds as torch's do
+_TWO, _ZERO, _ONE, _PARAM, _HALF, _GELU_K, _SQRT1_2, _TANH_BETA, _TANH_KAPPA, _TWENTY = range(10)
+
+
 if njit is not None:
-    @njit(parallel=True, cache=True, boundscheck=False)
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _sign_steps(v, g, etas, tie, spikes):  # pragma: no cover - compiled
         n = v.shape[0]
         steps = g.shape[0]
@@ -45,7 +64,7 @@ if njit is not None:
                         v[i] = x + e
                         spikes[k, i] = 0.0
 
-    @njit(parallel=True, cache=True, boundscheck=False)
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _product_steps(v, a, b, etas, tie, counts):  # pragma: no cover - compiled
         # v (P, N, K, M); a (T, P, N, K); b (T, P, K, M); counts (T, P, N, M)
         p_dim, n_dim, k_dim, m_dim = v.shape
@@ -68,7 +87,7 @@ if njit is not None:
                 for m in range(m_dim):
                     counts[t, p, n, m] = acc[m]
 
-    @njit(parallel=True, cache=True, boundscheck=False)
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _estimates(two, cur, off, x, out, etas):  # pragma: no cover - compiled
         # x_hat_k = x_hat_{k-1} - eta_k (2 I_k - offset): cur / out (T, B, S), off (S,), x (B, S)
         steps, batch, size = cur.shape
@@ -80,105 +99,302 @@ if njit is not None:
                     x[bi, j] = a
                     out[k, bi, j] = a
 
-    @njit(parallel=True, cache=True, boundscheck=False)
-    def _ratio_steps(v, c, a, etas, tie, spikes):  # pragma: no cover - compiled
-        # fire when c * v > a (x1 / sqrt(x2) neurons: c = sqrt(x2_hat), a = x1_hat); (T, n)
-        n = v.shape[0]
-        steps = c.shape[0]
-        chunks = (n + _CHUNK - 1) // _CHUNK
-        for ch in prange(chunks):
-            lo = ch * _CHUNK
-            hi = min(n, lo + _CHUNK)
-            for k in range(steps):
-                e = etas[k]
-                for i in range(lo, hi):
-                    x = v[i]
-                    lhs = c[k, i] * x
-                    fire = lhs >= a[k, i] if tie else lhs > a[k, i]
-                    v[i] = x - e if fire else x + e
-                    spikes[k, i] = 1.0 if fire else 0.0
+
+def _constants(param: float) -> list[float]:
+    return [2.0, 0.0, 1.0, param, 0.5, 1.702, math.sqrt(0.5), math.sqrt(2.0 / math.pi), 0.044715,
+            20.0]
 
 
-if njit is not None:
-    @njit(parallel=True, cache=True, boundscheck=False)
-    def _fused_steps(code, consts, tie, cur1, off1, cur2, off2, x1, x2, v, etas,
-                     spikes):  # pragma: no cover - compiled
-        # cur (T, B, S), off (S,), x / v (B, S), spikes (T, B, S); consts = [2, 0, slope] in
-        # the tensors' dtype, so every operation rounds exactly as torch's do
-        two, zero, slope = consts[0], consts[1], consts[2]
-        steps, batch, size = cur1.shape
-        for bi in prange(batch):
-            for k in range(steps):
-                e = etas[k]
-                for j in range(size):
-                    a = x1[bi, j] - e * (two * cur1[k, bi, j] - off1[j])
-                    x1[bi, j] = a
-                    b = a
-                    if code >= 4:
-                        b = x2[bi, j] - e * (two * cur2[k, bi, j] - off2[j])
-                        x2[bi, j] = b
-                    x = v[bi, j]
-                    g = zero
-                    if code == 0:
-                        g = a if a > zero else zero
-                    elif code == 1:
-                        g = a if a >= zero else slope * a
-                    elif code == 2:
-                        g = abs(a)
-                    elif code == 3:
-                        g = a * a
-                    elif code == 4:
-                        g = a if a >= b else b
-                    elif code == 5:
-                        g = a * b
-                    elif code == 6:
-                        g = a / b
-                    if code == 7:
-                        fire = np.sqrt(b) * x > a
-                    elif tie:
-                        fire = x >= g
-                    else:
-                        fire = x > g
-                    v[bi, j] = x - e if fire else x + e
-                    spikes[k, bi, j] = 1.0 if fire else 0.0
+def _target_function(code: int):
+    """g(a, b) of one target as a compiled function of scalars (c: the constants)."""
+    relu, leaky, absolute, square, maximum, mul, div, rsqrt = (_CODES[n] for n in EXACT_TARGETS)
+    exp, gelu, gelu_erf, gelu_tanh, silu, sigmoid, tanh, softplus = (_CODES[n] for n in LIBM_TARGETS)
+
+    @njit(cache=True, error_model="numpy")
+    def target(a, b, c):  # pragma: no cover - compiled
+        if code == relu:
+            return a if a > c[_ZERO] else c[_ZERO]
+        if code == leaky:
+            return a if a >= c[_ZERO] else c[_PARAM] * a
+        if code == absolute:
+            return abs(a)
+        if code == square:
+            return a * a
+        if code == maximum:
+            return a if a >= b else b
+        if code == mul:
+            return a * b
+        if code == div:
+            return a / b
+        if code == exp:
+            return vexp(a)
+        if code == gelu:  # x sigmoid(1.702 x)
+            return a * (c[_ONE] / (c[_ONE] + vexp(-(c[_GELU_K] * a))))
+        if code == gelu_erf:
+            return a * c[_HALF] * (c[_ONE] + math.erf(a * c[_SQRT1_2]))
+        if code == gelu_tanh:
+            inner = c[_TANH_BETA] * (a + c[_TANH_KAPPA] * (a * a * a))
+            return c[_HALF] * a * (c[_ONE] + math.tanh(inner))
+        if code == silu:
+            return a / (c[_ONE] + vexp(-a))
+        if code == sigmoid:
+            return c[_ONE] / (c[_ONE] + vexp(-a))
+        if code == tanh:
+            return math.tanh(a)
+        if code == softplus:
+            return a if a > c[_TWENTY] else math.log1p(vexp(a))
+        return a  # rsqrt_div has a spike rule instead of a target
+
+    return target
 
 
-#: targets whose g is exact IEEE arithmetic, so the fused kernel matches torch bit for bit
-FUSED_CODES = {"relu": 0, "leaky_relu": 1, "abs": 2, "square": 3, "max": 4, "mul": 5, "div": 6,
-               "rsqrt_div": 7}
+def _fires_function(code: int, scaled: bool):
+    """The spike decision of one target (scaled: h(z) = g(s z) / s)."""
+    target = _target_function(code)
+    rsqrt = _CODES["rsqrt_div"]
+
+    @njit(cache=True, error_model="numpy")
+    def fires(v, a, b, s, tie, c):  # pragma: no cover - compiled
+        if code == rsqrt:  # the reference's rule for x1 / sqrt(x2); b is sqrt(x2_hat) here
+            return b * v > a
+        if scaled:
+            g = target(s * a, b, c) / s
+        else:
+            g = target(a, b, c)
+        return v >= g if tie else v > g
+
+    return fires
 
 
-def fused_code(name: str) -> int | None:
-    """Kernel code of a target name (``leaky_relu(slope=..)`` included), None if not fused."""
-    return FUSED_CODES.get(name.split("(")[0]) if "[" not in name else None
+@lru_cache(maxsize=None)
+def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: bool,
+                       multiplied: bool):
+    """Compiled block kernel for one target and input layout: arms = inputs with a drive;
+    row: the second input has one value per row of the last dimension (x2 (B, R), S = R * W);
+    divided / multiplied: the first input current is divided by ``pre`` and the spikes are
+    multiplied by ``post`` (per neuron), as the graph's ``x / m -> g -> * m`` would."""
+    fires = _fires_function(code, scaled)
+    rsqrt = _CODES["rsqrt_div"]
+
+    if row:
+        @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, pre, post, etas,
+                   spikes):  # pragma: no cover - compiled
+            # cur1 (T, B, S), off1 (S,), x1 / v (B, S); cur2 (T, B, R), off2 (R,), x2 (B, R):
+            # one second-input value per row of S / R neurons
+            two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
+            steps, batch, size = cur1.shape
+            rows = x2.shape[1]
+            width = size // rows
+            for bi in prange(batch):
+                spread = np.empty(size, dtype=x1.dtype)  # the row values, one per neuron
+                for k in range(steps):
+                    e = etas[k]
+                    for r in range(rows):
+                        b = x2[bi, r] - e * (two * cur2[k, bi, r] - off2[r])
+                        x2[bi, r] = b
+                        if code == rsqrt:
+                            b = math.sqrt(b)
+                        for j in range(r * width, (r + 1) * width):
+                            spread[j] = b
+                    for j in range(size):  # one long loop: vectorises
+                        i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
+                        a = x1[bi, j] - e * (two * i1 - off1[j])
+                        x1[bi, j] = a
+                        x = v[bi, j]
+                        f = fires(x, a, spread[j], scale[j] if scaled else one, tie, c)
+                        v[bi, j] = x - e if f else x + e
+                        if multiplied:
+                            spikes[k, bi, j] = post[j] if f else zero * post[j]
+                        else:
+                            spikes[k, bi, j] = one if f else zero
+    else:
+        @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, pre, post, etas,
+                   spikes):  # pragma: no cover - compiled
+            # cur (T, B, S), off (S,), x / v (B, S), spikes (T, B, S)
+            two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
+            steps, batch, size = cur1.shape
+            for bi in prange(batch):
+                for k in range(steps):
+                    e = etas[k]
+                    for j in range(size):
+                        i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
+                        a = x1[bi, j] - e * (two * i1 - off1[j])
+                        x1[bi, j] = a
+                        b = a
+                        if arms == 2:
+                            b = x2[bi, j] - e * (two * cur2[k, bi, j] - off2[j])
+                            x2[bi, j] = b
+                            if code == rsqrt:
+                                b = math.sqrt(b)
+                        x = v[bi, j]
+                        f = fires(x, a, b, scale[j] if scaled else one, tie, c)
+                        v[bi, j] = x - e if f else x + e
+                        if multiplied:
+                            spikes[k, bi, j] = post[j] if f else zero * post[j]
+                        else:
+                            spikes[k, bi, j] = one if f else zero
+
+    return kernel
 
 
-def fused_steps(code: int, param: float, tie: bool, currents: tuple[torch.Tensor, ...],
-                offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
-                v: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
-    """Charge, fire and reset in one pass: currents (T, B, *S) with offsets (1, *S); x_hat and v
-    (B, *S) are updated in place; returns the spikes (T, B, *S)."""
+def per_neuron(v: torch.Tensor, *tensors: torch.Tensor | None) -> bool:
+    """True when every tensor given (None counts as absent) broadcasts to one value per neuron
+    of a sample, i.e. to (1, *v.shape[1:])."""
+    sample = (1, *v.shape[1:])
+    return all(t is None or t.dim() <= len(sample) and all(
+        n in (1, m) for n, m in zip(t.shape[::-1], sample[::-1])) for t in tensors)
+
+
+def population_layout(kernel: str | None, x_hat: tuple[torch.Tensor, ...], v: torch.Tensor,
+                      offsets: tuple[torch.Tensor, ...], scale: torch.Tensor | None = None
+                      ) -> str | None:
+    """How :func:`population_steps` would run this population: ``"elementwise"`` (every input
+    has v's shape), ``"row"`` (a second input with one value per row of the last dimension,
+    as softmax's sum and LayerNorm's variance), or None when no kernel applies. ``kernel`` is
+    a target's :attr:`~signgd_lab.dynamics.Target.kernel`."""
+    if kernel not in _CODES or len(x_hat) != (2 if kernel in _BINARY else 1) or v.dim() == 0:
+        return None
+    batch = v.shape[0]
+    if not per_neuron(v, scale):
+        return None
+    if x_hat[0].shape != v.shape or offsets[0].numel() * batch != v.numel():
+        return None
+    if len(x_hat) == 1 or x_hat[1].shape == v.shape and offsets[1].numel() * batch == v.numel():
+        return "elementwise"
+    row_shape = (*v.shape[:-1], 1)
+    if v.dim() >= 2 and x_hat[1].shape == row_shape and offsets[1].numel() * batch == x_hat[1].numel():
+        return "row"
+    return None
+
+
+def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch.Tensor, ...],
+                     offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
+                     v: torch.Tensor, etas: torch.Tensor, scale: torch.Tensor | None = None,
+                     divisor: torch.Tensor | None = None, out_scale: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Charge, fire and reset of a whole block in one pass: currents (T, B, *S_i) with offsets
+    (1, *S_i); x_hat (B, *S_i) and v (B, *S) are contiguous and updated in place; ``scale``
+    (broadcastable to (1, *S)) makes the target h(z) = g(s z) / s; ``divisor`` divides the
+    first input's current and ``out_scale`` multiplies the spikes (both per neuron, exactly as
+    torch's division and multiplication round). Returns the spikes (T, B, *S). ``kernel`` names the target (:attr:`~signgd_lab.dynamics.Target.kernel`); the
+    layout must be one :func:`population_layout` accepts."""
+    layout = population_layout(kernel, x_hat, v, offsets, scale)
+    if layout is None:
+        raise ValueError(f"no population kernel {kernel!r} for inputs "
+                         f"{[tuple(x.shape) for x in x_hat]} and membranes {tuple(v.shape)}")
     steps, batch = currents[0].shape[:2]
     dt = v.dtype
 
-    def as3(t: torch.Tensor) -> "np.ndarray":
+    def vector(t: torch.Tensor) -> "np.ndarray":
+        return t.reshape(-1).to(dt).contiguous().numpy()
+
+    def flat(t: torch.Tensor) -> "np.ndarray":  # (T, B, *S) -> (T, B, S), copied if strided
         return t.reshape(steps, batch, -1).contiguous().numpy()
 
-    def as2(t: torch.Tensor) -> "np.ndarray":
-        return t.reshape(batch, -1).numpy()
-
-    c1 = as3(currents[0])
-    o1 = offsets[0].reshape(-1).to(dt).contiguous().numpy()
+    c1, o1 = flat(currents[0]), vector(offsets[0])
     if len(currents) > 1:
-        c2, o2, x2 = as3(currents[1]), offsets[1].reshape(-1).to(dt).contiguous().numpy(), as2(x_hat[1])
+        c2, o2, x2 = flat(currents[1]), vector(offsets[1]), x_hat[1].reshape(batch, -1).numpy()
     else:  # distinct dummies: arrays that alias the first arm's would stop vectorisation
-        c2, o2, x2 = (torch.zeros(1, 1, 1, dtype=dt).numpy(), torch.zeros(1, dtype=dt).numpy(),
-                      torch.zeros(1, 1, dtype=dt).numpy())
+        c2, o2, x2 = np.zeros((1, 1, 1), dtype=c1.dtype), np.zeros(1, dtype=c1.dtype), \
+            np.zeros((1, 1), dtype=c1.dtype)
+    def per_neuron_vector(t: torch.Tensor | None) -> "np.ndarray":
+        if t is None:  # a distinct dummy (see above)
+            return np.ones(1, dtype=c1.dtype)
+        return vector(torch.broadcast_to(t.to(dt), (1, *v.shape[1:])))
+
     spikes = torch.empty(steps, *v.shape, dtype=dt)
-    consts = torch.tensor([2.0, 0.0, param], dtype=dt).numpy()
-    _fused_steps(code, consts, bool(tie), c1, o1, c2, o2, as2(x_hat[0]), x2, as2(v),
-                 etas.to(dt).contiguous().numpy(), spikes.reshape(steps, batch, -1).numpy())
+    compiled = _population_kernel(_CODES[kernel], len(currents), layout == "row",
+                                  scale is not None, divisor is not None, out_scale is not None)
+    compiled(np.array(_constants(param), dtype=c1.dtype), bool(tie), c1, o1, c2, o2,
+             x_hat[0].reshape(batch, -1).numpy(), x2, v.reshape(batch, -1).numpy(),
+             per_neuron_vector(scale), per_neuron_vector(divisor), per_neuron_vector(out_scale),
+             etas.to(dt).contiguous().numpy(), spikes.reshape(steps, batch, -1).numpy())
     return spikes
+
+
+if njit is not None:
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+    def _max_chain_steps(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
+                         out):  # pragma: no cover - compiled
+        # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
+        # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
+        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the spikes of neuron m - 1 (m = 0:
+        # window 0) and window m + 1; out (T, B, S) gets the last neuron's spikes
+        two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
+        n = x1.shape[0]
+        steps, batch, size = out.shape
+        d1, d2, d3 = dims[0], dims[1], dims[2]
+        s1, s2, s3 = strides[0], strides[1], strides[2]
+        for bi in prange(batch):
+            windows = np.empty((n + 1, size), dtype=x1.dtype)  # this sample's windows
+            prev = np.empty(size, dtype=x1.dtype)  # spikes of the previous neuron
+            for k in range(steps):
+                e = etas[k]
+                base = (k * batch + bi) * sample
+                for w in range(n + 1):  # gather (strided reads, sequential writes)
+                    start = base + starts[w]
+                    for i1 in range(d1):
+                        for i2 in range(d2):
+                            row = (i1 * d2 + i2) * d3
+                            pos = start + i1 * s1 + i2 * s2
+                            for i3 in range(d3):
+                                windows[w, row + i3] = y[pos + i3 * s3]
+                for j in range(size):
+                    prev[j] = windows[0, j]
+                for m in range(n):  # one long loop per neuron: vectorises
+                    for j in range(size):
+                        a = x1[m, bi, j] - e * (two * prev[j] - off1[m, j])
+                        x1[m, bi, j] = a
+                        b = x2[m, bi, j] - e * (two * windows[m + 1, j] - off2[m, j])
+                        x2[m, bi, j] = b
+                        g = a if a >= b else b
+                        x = v[m, bi, j]
+                        f = x >= g if tie else x > g
+                        v[m, bi, j] = x - e if f else x + e
+                        prev[j] = one if f else zero
+                for j in range(size):
+                    out[k, bi, j] = prev[j]
+
+
+def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
+                  ) -> tuple[list[int], list[int], list[int]] | None:
+    """(start offsets, dims, strides) that address every window (a strided view of the
+    contiguous ``y``, all of one shape and strides) per sample as start + i1 s1 + i2 s2 + i3 s3;
+    None when the windows do not fit that form."""
+    if not y.is_contiguous() or any(w.shape != windows[0].shape or w.stride() != windows[0].stride()
+                                    or w.data_ptr() < y.data_ptr() for w in windows):
+        return None
+    shape, stride = windows[0].shape, windows[0].stride()
+    if shape[0] != y.shape[0] or stride[0] != y.stride(0):
+        return None
+    dims = [(n, st) for n, st in zip(shape[1:], stride[1:]) if n != 1]
+    if len(dims) > 3:
+        return None
+    dims = [(1, 0)] * (3 - len(dims)) + dims
+    base = y.storage_offset()
+    return ([w.storage_offset() - base for w in windows], [n for n, _ in dims],
+            [st for _, st in dims])
+
+
+def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[int], list[int]],
+                    offsets: tuple[torch.Tensor, torch.Tensor], x1: torch.Tensor,
+                    x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
+    """A chain of n max neurons over windows of ``y`` (T*B, ...) for a block of T steps, in one
+    pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxChainOp`): ``layout`` from
+    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm.
+    Returns the last neuron's spikes (T, B, S); every number equals the neuron-by-neuron path."""
+    steps, (n, batch, size) = etas.shape[0], v.shape
+    starts, dims, strides = layout
+    out = torch.empty(steps, batch, size, dtype=v.dtype)
+    index = np.int64
+    _max_chain_steps(np.array([2.0, 0.0, 1.0], dtype=x1.numpy().dtype), bool(tie),
+                     y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
+                     np.array(dims, dtype=index), np.array(strides, dtype=index),
+                     offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(), v.numpy(),
+                     etas.to(v.dtype).contiguous().numpy(), out.numpy())
+    return out
 
 
 def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
@@ -193,17 +409,6 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
                offset.reshape(-1).to(dt).contiguous().numpy(), x_hat.reshape(batch, -1).numpy(),
                out.reshape(steps, batch, -1).numpy(), etas.to(dt).contiguous().numpy())
     return out
-
-
-def ratio_steps(v: torch.Tensor, c: torch.Tensor, a: torch.Tensor, etas: torch.Tensor,
-                tie: bool) -> torch.Tensor:
-    """Membrane recursion with the spike rule c * v > a (c, a: (T, *v.shape)); v in place."""
-    steps = c.shape[0]
-    spikes = torch.empty(steps, *v.shape, dtype=v.dtype)
-    _ratio_steps(v.reshape(-1).numpy(), c.reshape(steps, -1).contiguous().numpy(),
-                 a.reshape(steps, -1).contiguous().numpy(), etas.to(v.dtype).contiguous().numpy(),
-                 bool(tie), spikes.reshape(steps, -1).numpy())
-    return spikes
 
 
 def usable(*tensors: torch.Tensor) -> bool:
@@ -263,5 +468,6 @@ def fused_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
     return _compiled_step(v, g, eta, tie)
 
 
-__all__ = ["ENABLED", "FUSED_CODES", "estimates", "fused_code", "fused_step", "fused_steps",
-           "product_steps", "ratio_steps", "sign_steps", "usable"]
+__all__ = ["ENABLED", "EXACT_TARGETS", "LIBM_TARGETS", "estimates", "fused_step",
+           "max_chain_steps", "per_neuron", "population_layout", "population_steps",
+           "product_steps", "sign_steps", "usable", "window_layout"]

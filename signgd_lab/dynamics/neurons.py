@@ -25,10 +25,15 @@ class Drive:
 
     current: torch.Tensor
     offset: torch.Tensor
+    divisor: torch.Tensor | None = None  # I = current / divisor (a folded x / m rescaling)
+
+    def input(self) -> torch.Tensor:
+        """The input current I, (T, B, *S)."""
+        return self.current if self.divisor is None else self.current / self.divisor
 
     def tensor(self) -> torch.Tensor:
         """2 I - offset, (T, B, *S)."""
-        return 2.0 * self.current - self.offset
+        return 2.0 * self.input() - self.offset
 
 
 @dataclass
@@ -65,26 +70,28 @@ class SignGDNeuron:
                            torch.zeros(shape, dtype=ref.dtype, device=ref.device))
 
     def run(self, state: NeuronState, drives: tuple[torch.Tensor | Drive | None, ...],
-            etas: torch.Tensor, observer: Observer | None = None) -> torch.Tensor:
+            etas: torch.Tensor, observer: Observer | None = None,
+            out_scale: torch.Tensor | None = None) -> torch.Tensor:
         """Advance ``len(etas)`` steps; ``drives[i]`` gives 2 I_i - offset_i for each step, as a
         (T, ...) tensor or a :class:`Drive` (None: constant input estimate).
 
-        Returns the spikes of every step, (T, *v.shape), in the state's dtype. The arithmetic
+        Returns the spikes of every step, (T, *v.shape), in the state's dtype, multiplied by
+        ``out_scale`` if given (a folded ``* m`` rescaling). The arithmetic
         does not depend on the block length: input estimates are updated one step at a time,
         only independent work (eta_k d_k, g(x_hat_k)) is batched, and the membrane recursion
-        runs in a fused kernel on CPU (:mod:`.kernels`) or as torch ops, bit for bit alike.
+        runs in a fused kernel on CPU (:mod:`.kernels`) or as torch ops: bit for bit alike for
+        targets of exact IEEE arithmetic, up to last-bit ties for the exp-based ones.
         """
         steps = etas.shape[0]
         target = self.target
-        v = state.v
-        code = kernels.fused_code(target.name)
-        if observer is None and code is not None and _fusable(drives, state) and \
-                kernels.usable(v, *state.x_hat, *(d.current for d in drives)):
-            spikes = kernels.fused_steps(code, target.param, target.tie_fires,
-                                         tuple(d.current for d in drives),
-                                         tuple(d.offset for d in drives), state.x_hat, v, etas)
+        if observer is None and _kernel_ready(target, drives, state, out_scale):
+            spikes = kernels.population_steps(
+                target.kernel, target.param, target.tie_fires, tuple(d.current for d in drives),
+                tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
+                drives[0].divisor, out_scale)
             state.t += steps
             return spikes
+        v = state.v
         seqs = [_estimates(x, d, etas) for x, d in zip(state.x_hat, drives)]  # (T, *S_i) / None
         xs = [x.unsqueeze(0) if seq is None else seq for x, seq in zip(state.x_hat, seqs)]
         if observer is None and target.rule is None:
@@ -99,10 +106,6 @@ class SignGDNeuron:
                     v, s = step(v, g[k], etas[k], target.tie_fires)
                     out.append(s)
                 spikes = torch.stack(out)
-        elif observer is None and target.name == "rsqrt_div" and kernels.usable(v, *xs):
-            v = v.contiguous()  # the reference's rule for x1 / sqrt(x2): sqrt(x2) * v > x1
-            spikes = kernels.ratio_steps(v, torch.sqrt(xs[1]).expand(steps, *v.shape),
-                                         xs[0].expand(steps, *v.shape), etas, target.tie_fires)
         else:
             out = []
             for k in range(steps):
@@ -116,15 +119,26 @@ class SignGDNeuron:
         state.x_hat = tuple(x if seq is None else seq[-1] for x, seq in zip(state.x_hat, seqs))
         state.v = v
         state.t += steps
-        return spikes
+        return spikes if out_scale is None else spikes * out_scale
 
 
-def _fusable(drives: tuple, state: NeuronState) -> bool:
-    """Every arm has a Drive whose per-sample offset matches a contiguous estimate of v's shape."""
-    v = state.v
-    return all(isinstance(d, Drive) and x.shape == v.shape and x.is_contiguous()
-               and d.offset.numel() * v.shape[0] == v.numel() and d.current.shape[1:] == v.shape
-               for d, x in zip(drives, state.x_hat)) and v.is_contiguous()
+def _kernel_ready(target: Target, drives: tuple, state: NeuronState,
+                  out_scale: torch.Tensor | None) -> bool:
+    """True when a population kernel runs this block: every input has a :class:`Drive` on a
+    kernel-supported layout. Makes the state contiguous (the kernel updates it in place)."""
+    if not all(isinstance(d, Drive) for d in drives) or len(drives) != len(state.x_hat):
+        return False
+    if any(d.divisor is not None for d in drives[1:]) or not kernels.per_neuron(
+            state.v, drives[0].divisor, out_scale):
+        return False
+    if not kernels.usable(state.v, *state.x_hat, *(d.current for d in drives)):
+        return False
+    if kernels.population_layout(target.kernel, state.x_hat, state.v,
+                                 tuple(d.offset for d in drives), target.scale) is None:
+        return False
+    state.x_hat = tuple(x.contiguous() for x in state.x_hat)
+    state.v = state.v.contiguous()
+    return True
 
 
 def _plain_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
@@ -141,7 +155,7 @@ def _estimates(x_hat: torch.Tensor, drive: torch.Tensor | Drive | None, etas: to
     if drive is None:
         return None
     if isinstance(drive, Drive) and kernels.usable(x_hat, drive.current):
-        return kernels.estimates(x_hat.contiguous(), drive.current, drive.offset, etas)
+        return kernels.estimates(x_hat.contiguous(), drive.input(), drive.offset, etas)
     d = drive.tensor() if isinstance(drive, Drive) else drive
     scaled = etas.view(-1, *([1] * (d.dim() - 1))) * d  # eta_k * d_k for every k at once
     seq = []

@@ -7,6 +7,7 @@ each :class:`Target` records that rule. Targets live in one registry: :func:`lis
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -31,6 +32,9 @@ class Target:
             comparing with ``fn`` (the reference's x1/sqrt(x2) neuron compares sqrt(x2) * v > x1).
         description: one line for tables and notebooks.
         param: the target's numeric parameter, if any (LeakyReLU's slope).
+        scale: set on a rescaled target h(z) = g(scale * z) / scale (see :meth:`rescaled`).
+        kernel: name of the compiled CPU kernel that computes this target
+            (:mod:`signgd_lab.dynamics.kernels`); None for user targets (torch path).
     """
 
     name: str
@@ -40,6 +44,17 @@ class Target:
     rule: SpikeRule | None = field(default=None, compare=False)
     description: str = ""
     param: float = 0.0
+    scale: torch.Tensor | None = field(default=None, compare=False, repr=False)
+    kernel: str | None = field(default=None, compare=False, repr=False)
+
+    def rescaled(self, scale: torch.Tensor) -> "Target":
+        """The target h(z) = g(scale * z) / scale (a one-input target seen on z = x / scale:
+        h(x / scale) * scale = g(x)); named ``<name>[rescaled]``."""
+        if self.arity != 1:
+            raise ValueError(f"only one-input targets can be rescaled, not {self.name!r}")
+        g = self.fn
+        return dataclasses.replace(self, name=f"{self.name}[rescaled]", rule=None, scale=scale,
+                                   fn=lambda z: g(scale * z) / scale)
 
     def __call__(self, *x: torch.Tensor) -> torch.Tensor:
         return self.fn(*x)
@@ -88,7 +103,8 @@ def _leaky_factory(slope: float = 0.1) -> Target:
         raise ValueError(f"leaky_relu slope must be finite, got {slope!r}")
     name = "leaky_relu" if slope == 0.1 else f"leaky_relu(slope={slope:g})"
     return Target(name, _leaky(slope), 1, tie_fires=False,
-                  description=f"x if x >= 0 else {slope:g} x (reference: slope 0.1)", param=slope)
+                  description=f"x if x >= 0 else {slope:g} x (reference: slope 0.1)", param=slope,
+                  kernel="leaky_relu")
 
 
 _BUILTIN = [
@@ -110,6 +126,7 @@ _BUILTIN = [
            description="x1 / sqrt(x2) (LayerNorm normalisation)"),
     Target("mul", torch.mul, 2, True, description="x1 x2 (matmul product neurons)"),
 ]
+_BUILTIN = [dataclasses.replace(t, kernel=t.name) for t in _BUILTIN]
 for _t in _BUILTIN:
     _register_factory(_t.name, _fixed(_t))
 _register_factory("leaky_relu", _leaky_factory)
