@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
+from ..dynamics import kernels
 from ..dynamics.codec import (DirectEncoder, DirectSignGDEncoder, FloatEncoder, RateDecoder,
                               SignGDDecoder)
-from ..dynamics import kernels
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from ..dynamics.neurons import Drive, IFNeuron, NeuronState, Observer, ProductSumNeurons, SignGDNeuron
 from .errors import ConversionError
@@ -195,7 +195,7 @@ class SpikingNetwork(nn.Module):
             and isinstance(graph_module.get_submodule(node.target), NeuronOp)}
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
         self._corrections: dict[tuple, Correction] = {}
-        self._folded: dict[tuple, fx.GraphModule] = {}  # simulation graphs (fold_scales)
+        self._folded: dict[tuple, fx.GraphModule] = {}  # simulation graphs, per device/dtype
         self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
 
     # ------------------------------------------------------------------ setup
