@@ -96,8 +96,10 @@ def test_rescaled_target_runs_in_the_kernel(monkeypatch):
     assert not torch.equal(unscaled, fused)  # the scale is applied
 
 
-def test_user_targets_never_use_a_kernel():
+def test_user_targets_never_use_a_kernel(monkeypatch):
     """A user's function must run as written, even under a built-in's name."""
+    from signgd_lab.dynamics import targets
+
     mine = sl.register_target("kernel_probe_target", lambda x: torch.relu(x) * 2.0)
     try:
         assert mine.kernel is None
@@ -107,6 +109,16 @@ def test_user_targets_never_use_a_kernel():
         assert get_target("leaky_relu", slope=0.3).kernel == "leaky_relu"
     finally:
         unregister_target("kernel_probe_target")
+    # overriding a built-in: the kernel must not compute the old relu (registry restored after)
+    builtin_relu, drives, x0 = population("relu", [(4, 6)], seed=5)
+    monkeypatch.setitem(targets._FACTORIES, "relu", targets._FACTORIES["relu"])
+    sl.register_target("relu", lambda x: torch.relu(x) * 2.0, overwrite=True)
+    doubled = get_target("relu")
+    assert doubled.kernel is None
+    fused, _ = run(doubled, drives, x0, True, monkeypatch)
+    plain, _ = run(doubled, drives, x0, False, monkeypatch)
+    builtin, _ = run(builtin_relu, drives, x0, True, monkeypatch)
+    assert torch.equal(fused, plain) and not torch.equal(fused, builtin)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
