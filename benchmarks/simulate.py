@@ -236,7 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="small models only, 3 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="small models only, 3 repeats, no growth table")
     parser.add_argument("--attention-memory", action="store_true",
                         help="only measure product-neuron memory against the naive layout")
     parser.add_argument("--ablation", action="store_true",
@@ -269,11 +270,12 @@ def main() -> None:
                  f"{r['multistep_ratio']:.2f} | {r['stepwise_ratio']:.2f} | {r['mem_multistep']:.0f} | "
                  f"{r['mem_stepwise']:.0f} |" for r in rows))
     growth = []
-    for label, case, name, batch, steps in (
-            *((f"T={t}", "digits_cnn, batch 64", "digits_cnn", 64, t) for t in (32, 64, 128, 256)),
-            *((f"batch={b}", "digits_cnn, T=128", "digits_cnn", b, T) for b in (16, 64, 256)),
-            *((f"width={w}", "GELU/LayerNorm MLP, batch 64, T=128", f"mlp_w{w}", 64, T)
-              for w in (64, 256, 1024))):
+    cases = () if args.quick else (  # --quick (the GPU script's budget): no growth table
+        *((f"T={t}", "digits_cnn, batch 64", "digits_cnn", 64, t) for t in (32, 64, 128, 256)),
+        *((f"batch={b}", "digits_cnn, T=128", "digits_cnn", b, T) for b in (16, 64, 256)),
+        *((f"width={w}", "GELU/LayerNorm MLP, batch 64, T=128", f"mlp_w{w}", 64, T)
+          for w in (64, 256, 1024)))
+    for label, case, name, batch, steps in cases:
         r = timing(name, batch, steps, 3, args.device)
         mem = peak_memory(name, batch, steps, "multistep", args.device)
         growth.append(f"| {label} | {case} | {r['multistep_s'] * 1e3:.0f} ms | "
@@ -286,8 +288,9 @@ def main() -> None:
         "in a fresh process after a 2-step warm-up run. Multistep and stepwise give the same outputs "
         "(tests/test_convert.py).\n\n" + table
 
-        + "\n\nGrowth (multistep wall time, ratio to the ANN at the same size, peak MB as above):\n\n"
-        "| varied | case | SNN time | ratio | peak MB |\n|---|---|---|---|---|\n" + "\n".join(growth))
+        + ("\n\nGrowth (multistep wall time, ratio to the ANN at the same size, peak MB as "
+           "above):\n\n| varied | case | SNN time | ratio | peak MB |\n|---|---|---|---|---|\n"
+           + "\n".join(growth) if growth else ""))
     write_section(f"Simulation speed ({args.device})", body,
                   f"python benchmarks/simulate.py --device {args.device}" + (" --quick" if args.quick else ""))
 
