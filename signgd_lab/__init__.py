@@ -24,7 +24,8 @@ from .dynamics import (
     simulate_if_neuron,
     simulate_neuron,
 )
-from .probes import LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats
+from .probes import (LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats,
+                     spike_stats_over_T)
 
 __version__ = "0.1.0"
 
@@ -33,5 +34,5 @@ __all__ = [
     "SpikeStats", "SpikingNetwork", "Target", "TraceProbe", "Trajectory", "convert",
     "count_nonlinear", "get_target", "layer_errors", "list_handlers", "list_recipes",
     "list_targets", "register_target", "simulate_if_neuron", "simulate_neuron", "spike_stats",
-    "zoo",
+    "spike_stats_over_T", "zoo",
 ]

@@ -9,7 +9,7 @@ import torch
 
 from .conversion import SpikingNetwork, convert
 from .dynamics import Schedule, SignGDDynamics, get_target, simulate_if_neuron, simulate_neuron
-from .probes import spike_stats
+from .probes import spike_stats_over_T
 
 
 def relu1_loss(y: torch.Tensor, x: torch.Tensor | float) -> torch.Tensor:
@@ -120,6 +120,6 @@ def accuracy_vs_T(name: str, model: torch.nn.Module, calibration: torch.Tensor,
     acc = [(o.argmax(-1) == y).float().mean().item() for o in out]
     rel = [((o - ref).norm() / ref.norm()).item() for o in out]
     xs = x[:energy_samples]
-    stats = [spike_stats(snn, xs, t) for t in Ts]
+    stats = spike_stats_over_T(snn, xs, Ts)  # one run of max(Ts) steps
     return AccuracyCurve(name, mode, list(Ts), acc, rel, ann_acc, [s.sops for s in stats],
                          [s.snn_energy_uj for s in stats], stats[0].ann_energy_uj)

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -218,17 +220,24 @@ class TraceProbe(Probe):
 
 
 class SpikeCounter(Probe):
-    """Counts spikes per neuron population and synaptic operations per affine layer."""
+    """Counts spikes per neuron population and synaptic operations per affine layer.
 
-    def __init__(self) -> None:
+    ``checkpoints``: step counts at which to keep a copy of the running totals in
+    ``snapshots[t] = (spikes, sops, dense_macs)``; each must end a simulated block (run with
+    ``block_steps`` dividing them, as :func:`spike_stats_over_T` does)."""
+
+    def __init__(self, checkpoints: Sequence[int] = ()) -> None:
         self.spikes: dict[str, float] = {}
         self.population: dict[str, int] = {}
         self.sops = 0.0
         self.dense_macs = 0.0
+        self.checkpoints = set(checkpoints)
+        self.snapshots: dict[int, tuple[dict[str, float], float, float]] = {}
         self._hooks: list = []
 
     def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
         self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
+        self.snapshots = {}
         self._dense = _encoder_fed_layers(network)
         for module in network.graph_module.modules():
             if isinstance(module, _AFFINE_LAYERS):
@@ -238,6 +247,10 @@ class SpikeCounter(Probe):
         for h in self._hooks:
             h.remove()
         self._hooks = []
+
+    def after_block(self, steps_done: int) -> None:
+        if steps_done in self.checkpoints:
+            self.snapshots[steps_done] = (dict(self.spikes), self.sops, self.dense_macs)
 
     def _count_synapses(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
@@ -344,12 +357,24 @@ class SpikeStats:
 def spike_stats(snn: SpikingNetwork, x: torch.Tensor, T: int) -> SpikeStats:
     """Run ``snn`` for ``T`` steps on ``x`` and return per-sample spiking activity and energy."""
     (T,) = check_timestamps([T])
-    counter = SpikeCounter()
-    snn(x, [T], probes=[counter])
+    return spike_stats_over_T(snn, x, [T])[0]
+
+
+def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
+                       ) -> list[SpikeStats]:
+    """:func:`spike_stats` at every T in ``Ts`` from one run of max(Ts) steps (blocks of
+    gcd(Ts) steps, so that every T ends a block and the running totals can be read there)."""
+    ts = check_timestamps(list(Ts))
+    counter = SpikeCounter(checkpoints=ts)
+    snn(x, [ts[-1]], probes=[counter], block_steps=math.gcd(*ts))
     b = x.shape[0]
-    stats = SpikeStats(T=T, sops=counter.sops / b, dense_macs=counter.dense_macs / b,
-                       ann_macs=ann_macs(snn, x) / b)
-    for name, count in counter.spikes.items():
-        stats.spikes[name] = count / b
-        stats.firing_rate[name] = count / (b * counter.population[name] * T)
-    return stats
+    macs = ann_macs(snn, x) / b
+    out = []
+    for T in ts:
+        spikes, sops, dense = counter.snapshots[T]
+        stats = SpikeStats(T=T, sops=sops / b, dense_macs=dense / b, ann_macs=macs)
+        for name, count in spikes.items():
+            stats.spikes[name] = count / b
+            stats.firing_rate[name] = count / (b * counter.population[name] * T)
+        out.append(stats)
+    return out

@@ -86,3 +86,17 @@ def test_spike_counts_match_trace_of_whole_small_layer():
     snn(x, [25], probes=[probe])
     stats = sl.spike_stats(snn, x, 25)
     assert stats.spikes["relu_1"] == probe.spikes.sum().item()
+
+
+def test_spike_stats_over_T_equals_one_run_per_T(cnn):
+    """One run of max(T) steps gives what a separate run per T gives."""
+    _, snn, x = cnn
+    x = x[:4]
+    together = sl.spike_stats_over_T(snn, x, [4, 12, 20])
+    for stats in together:
+        alone = sl.spike_stats(snn, x, stats.T)
+        assert stats.spikes == pytest.approx(alone.spikes, rel=1e-12)
+        assert stats.firing_rate == pytest.approx(alone.firing_rate, rel=1e-12)
+        assert stats.sops == pytest.approx(alone.sops, rel=1e-9) and stats.sops > 0
+        assert stats.ann_macs == alone.ann_macs
+    assert together[0].sops < together[1].sops < together[2].sops

@@ -56,6 +56,9 @@ class Probe:
     def start(self, network: "SpikingNetwork", batch: int, steps: int) -> None:
         """Called once before a run."""
 
+    def after_block(self, steps_done: int) -> None:
+        """Called after every simulated block with the number of steps done so far."""
+
     def finish(self) -> None:
         """Called once after a run (also when it fails)."""
 
@@ -376,6 +379,8 @@ class SpikingNetwork(nn.Module):
                     for k in range(block.shape[0]):
                         if start + k + 1 in wanted:
                             results[wanted[start + k + 1]] = decoded[k]
+                    for probe in probes:
+                        probe.after_block(start + block.shape[0])
         finally:
             self._attach(None)
             for probe in probes:
