@@ -45,7 +45,7 @@ EXACT_CASES = [
     ("div", [(4, 3, 6), (4, 3, 1)], {}),        # one divisor per row (softmax): row kernel
     ("rsqrt_div", [(4, 3, 6), (4, 3, 1)], {}),  # one variance per row (LayerNorm): row kernel
 ]
-LIBM_CASES = [(name, [(8, 5, 7)], {}) for name in kernels.LIBM_TARGETS]
+TRANSCENDENTAL_CASES = [(name, [(8, 5, 7)], {}) for name in kernels.TRANSCENDENTAL_TARGETS]
 
 
 def case_id(case) -> str:
@@ -65,7 +65,8 @@ def test_kernels_match_torch_bit_for_bit(name, shapes, params, monkeypatch):
     assert torch.equal(blocked, plain)
 
 
-@pytest.mark.parametrize("name,shapes,params", LIBM_CASES, ids=[case_id(c) for c in LIBM_CASES])
+@pytest.mark.parametrize("name,shapes,params", TRANSCENDENTAL_CASES,
+                         ids=[case_id(c) for c in TRANSCENDENTAL_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_exp_based_kernels_agree_with_torch(name, shapes, params, dtype, monkeypatch):
     """exp, the GELUs, silu, ...: g may differ from torch's in the last bits, which changes a

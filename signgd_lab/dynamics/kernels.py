@@ -34,10 +34,12 @@ except ImportError:  # pragma: no cover
 ENABLED = njit is not None and os.environ.get("SIGNGD_LAB_NO_KERNELS", "") in ("", "0")
 _CHUNK = 2048
 
-#: targets the population kernels compute (base names); the first group is bit-exact with torch
+#: targets the population kernels compute: exact IEEE arithmetic (bit for bit with torch), and
+#: transcendental ones (vexp or the C library: within a few ulp of torch)
 EXACT_TARGETS = ("relu", "leaky_relu", "abs", "square", "max", "mul", "div", "rsqrt_div")
-LIBM_TARGETS = ("exp", "gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus")
-_CODES = {name: i for i, name in enumerate(EXACT_TARGETS + LIBM_TARGETS)}
+TRANSCENDENTAL_TARGETS = ("exp", "gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh",
+                          "softplus")
+_CODES = {name: i for i, name in enumerate(EXACT_TARGETS + TRANSCENDENTAL_TARGETS)}
 _BINARY = ("max", "mul", "div", "rsqrt_div")
 # constants in the tensors' dtype, so every operation rounds as torch's do
 _TWO, _ZERO, _ONE, _PARAM, _HALF, _GELU_K, _SQRT1_2, _TANH_BETA, _TANH_KAPPA, _TWENTY = range(10)
@@ -108,7 +110,8 @@ def _constants(param: float) -> list[float]:
 def _target_function(code: int):
     """g(a, b) of one target as a compiled function of scalars (c: the constants)."""
     relu, leaky, absolute, square, maximum, mul, div, rsqrt = (_CODES[n] for n in EXACT_TARGETS)
-    exp, gelu, gelu_erf, gelu_tanh, silu, sigmoid, tanh, softplus = (_CODES[n] for n in LIBM_TARGETS)
+    exp, gelu, gelu_erf, gelu_tanh, silu, sigmoid, tanh, softplus = (
+        _CODES[n] for n in TRANSCENDENTAL_TARGETS)
 
     @njit(cache=True, error_model="numpy")
     def target(a, b, c):  # pragma: no cover - compiled
@@ -468,6 +471,6 @@ def fused_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
     return _compiled_step(v, g, eta, tie)
 
 
-__all__ = ["ENABLED", "EXACT_TARGETS", "LIBM_TARGETS", "estimates", "fused_step",
+__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "fused_step",
            "max_chain_steps", "per_neuron", "population_layout", "population_steps",
            "product_steps", "sign_steps", "usable", "window_layout"]
