@@ -46,6 +46,11 @@ _TWO, _ZERO, _ONE, _PARAM, _HALF, _GELU_K, _SQRT1_2, _TANH_BETA, _TANH_KAPPA, _T
 
 
 if njit is not None:
+    @njit(cache=True, error_model="numpy")
+    def _charged(x_hat, eta, two, current, offset):  # pragma: no cover - compiled
+        # one input-estimate step: x_hat_k = x_hat_{k-1} - eta_k (2 I_k - offset)
+        return x_hat - eta * (two * current - offset)
+
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _sign_steps(v, g, etas, tie, spikes):  # pragma: no cover - compiled
         n = v.shape[0]
@@ -97,7 +102,7 @@ if njit is not None:
             for k in range(steps):
                 e = etas[k]
                 for j in range(size):
-                    a = x[bi, j] - e * (two * cur[k, bi, j] - off[j])
+                    a = _charged(x[bi, j], e, two, cur[k, bi, j], off[j])
                     x[bi, j] = a
                     out[k, bi, j] = a
 
@@ -194,7 +199,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                 for k in range(steps):
                     e = etas[k]
                     for r in range(rows):
-                        b = x2[bi, r] - e * (two * cur2[k, bi, r] - off2[r])
+                        b = _charged(x2[bi, r], e, two, cur2[k, bi, r], off2[r])
                         x2[bi, r] = b
                         if code == rsqrt:
                             b = math.sqrt(b)
@@ -202,7 +207,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                             spread[j] = b
                     for j in range(size):  # one long loop: vectorises
                         i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
-                        a = x1[bi, j] - e * (two * i1 - off1[j])
+                        a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         x = v[bi, j]
                         f = fires(x, a, spread[j], scale[j] if scaled else one, tie, c)
@@ -223,11 +228,11 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                     e = etas[k]
                     for j in range(size):
                         i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
-                        a = x1[bi, j] - e * (two * i1 - off1[j])
+                        a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         b = a
                         if arms == 2:
-                            b = x2[bi, j] - e * (two * cur2[k, bi, j] - off2[j])
+                            b = _charged(x2[bi, j], e, two, cur2[k, bi, j], off2[j])
                             x2[bi, j] = b
                             if code == rsqrt:
                                 b = math.sqrt(b)
@@ -275,15 +280,16 @@ def population_layout(kernel: str | None, x_hat: tuple[torch.Tensor, ...], v: to
 def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch.Tensor, ...],
                      offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
                      v: torch.Tensor, etas: torch.Tensor, scale: torch.Tensor | None = None,
-                     divisor: torch.Tensor | None = None, out_scale: torch.Tensor | None = None
-                     ) -> torch.Tensor:
+                     divisor: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
+                     layout: str | None = None) -> torch.Tensor:
     """Charge, fire and reset of a whole block in one pass: currents (T, B, *S_i) with offsets
     (1, *S_i); x_hat (B, *S_i) and v (B, *S) are contiguous and updated in place; ``scale``
     (broadcastable to (1, *S)) makes the target h(z) = g(s z) / s; ``divisor`` divides the
     first input's current and ``out_scale`` multiplies the spikes (both per neuron, exactly as
-    torch's division and multiplication round). Returns the spikes (T, B, *S). ``kernel`` names the target (:attr:`~signgd_lab.dynamics.Target.kernel`); the
+    torch's division and multiplication round). Returns the spikes (T, B, *S). ``layout`` is
+    :func:`population_layout`'s answer when the caller has it already. ``kernel`` names the target (:attr:`~signgd_lab.dynamics.Target.kernel`); the
     layout must be one :func:`population_layout` accepts."""
-    layout = population_layout(kernel, x_hat, v, offsets, scale)
+    layout = layout or population_layout(kernel, x_hat, v, offsets, scale)
     if layout is None:
         raise ValueError(f"no population kernel {kernel!r} for inputs "
                          f"{[tuple(x.shape) for x in x_hat]} and membranes {tuple(v.shape)}")
@@ -317,10 +323,15 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     return spikes
 
 
-if njit is not None:
+@lru_cache(maxsize=None)
+def _max_chain_kernel():
+    """Compiled kernel of :func:`max_chain_steps` (the max target's spike rule, as
+    :func:`_population_kernel` uses it)."""
+    fires = _fires_function(_CODES["max"], False)
+
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def _max_chain_steps(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
-                         out):  # pragma: no cover - compiled
+    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
+               out):  # pragma: no cover - compiled
         # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
         # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
         # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the spikes of neuron m - 1 (m = 0:
@@ -348,17 +359,18 @@ if njit is not None:
                     prev[j] = windows[0, j]
                 for m in range(n):  # one long loop per neuron: vectorises
                     for j in range(size):
-                        a = x1[m, bi, j] - e * (two * prev[j] - off1[m, j])
+                        a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
                         x1[m, bi, j] = a
-                        b = x2[m, bi, j] - e * (two * windows[m + 1, j] - off2[m, j])
+                        b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
                         x2[m, bi, j] = b
-                        g = a if a >= b else b
                         x = v[m, bi, j]
-                        f = x >= g if tie else x > g
+                        f = fires(x, a, b, one, tie, c)
                         v[m, bi, j] = x - e if f else x + e
                         prev[j] = one if f else zero
                 for j in range(size):
                     out[k, bi, j] = prev[j]
+
+    return kernel
 
 
 def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
@@ -392,11 +404,11 @@ def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[in
     starts, dims, strides = layout
     out = torch.empty(steps, batch, size, dtype=v.dtype)
     index = np.int64
-    _max_chain_steps(np.array([2.0, 0.0, 1.0], dtype=x1.numpy().dtype), bool(tie),
-                     y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
-                     np.array(dims, dtype=index), np.array(strides, dtype=index),
-                     offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(), v.numpy(),
-                     etas.to(v.dtype).contiguous().numpy(), out.numpy())
+    _max_chain_kernel()(np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
+                        y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
+                        np.array(dims, dtype=index), np.array(strides, dtype=index),
+                        offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(),
+                        v.numpy(), etas.to(v.dtype).contiguous().numpy(), out.numpy())
     return out
 
 

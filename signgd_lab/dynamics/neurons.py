@@ -84,11 +84,12 @@ class SignGDNeuron:
         """
         steps = etas.shape[0]
         target = self.target
-        if observer is None and _kernel_ready(target, drives, state, out_scale):
+        layout = None if observer is not None else _kernel_layout(target, drives, state, out_scale)
+        if layout is not None:
             spikes = kernels.population_steps(
                 target.kernel, target.param, target.tie_fires, tuple(d.current for d in drives),
                 tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
-                drives[0].divisor, out_scale)
+                drives[0].divisor, out_scale, layout)
             state.t += steps
             return spikes
         v = state.v
@@ -122,23 +123,24 @@ class SignGDNeuron:
         return spikes if out_scale is None else spikes * out_scale
 
 
-def _kernel_ready(target: Target, drives: tuple, state: NeuronState,
-                  out_scale: torch.Tensor | None) -> bool:
-    """True when a population kernel runs this block: every input has a :class:`Drive` on a
-    kernel-supported layout. Makes the state contiguous (the kernel updates it in place)."""
+def _kernel_layout(target: Target, drives: tuple, state: NeuronState,
+                   out_scale: torch.Tensor | None) -> str | None:
+    """The :func:`~.kernels.population_layout` a population kernel runs this block with (every
+    input has a :class:`Drive` on a supported layout), else None. Makes the state contiguous
+    when a kernel runs (it updates the state in place)."""
     if not all(isinstance(d, Drive) for d in drives) or len(drives) != len(state.x_hat):
-        return False
+        return None
     if any(d.divisor is not None for d in drives[1:]) or not kernels.per_neuron(
             state.v, drives[0].divisor, out_scale):
-        return False
+        return None
     if not kernels.usable(state.v, *state.x_hat, *(d.current for d in drives)):
-        return False
-    if kernels.population_layout(target.kernel, state.x_hat, state.v,
-                                 tuple(d.offset for d in drives), target.scale) is None:
-        return False
-    state.x_hat = tuple(x.contiguous() for x in state.x_hat)
-    state.v = state.v.contiguous()
-    return True
+        return None
+    layout = kernels.population_layout(target.kernel, state.x_hat, state.v,
+                                       tuple(d.offset for d in drives), target.scale)
+    if layout is not None:
+        state.x_hat = tuple(x.contiguous() for x in state.x_hat)
+        state.v = state.v.contiguous()
+    return layout
 
 
 def _plain_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool

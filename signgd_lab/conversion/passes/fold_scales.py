@@ -14,7 +14,7 @@ import operator
 import torch
 from torch import fx
 
-from ..graph_utils import finish, shallow_copy, unique_attr
+from ..graph_utils import finish, module_of, shallow_copy, unique_attr
 from ..neuron_ops import FoldedNeuronOp, MatmulNeuronOp, NeuronOp
 
 _DIV = (torch.div, operator.truediv)
@@ -37,10 +37,9 @@ def fold_scales(gm: fx.GraphModule) -> fx.GraphModule:
     neuron modules are shared with ``gm`` (not copied); ``gm`` is not changed."""
     folded = shallow_copy(gm)
     for node in list(folded.graph.nodes):
-        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
-            continue
-        neuron = folded.get_submodule(node.target)
-        if not isinstance(neuron, NeuronOp) or isinstance(neuron, MatmulNeuronOp):
+        neuron = module_of(folded, node)
+        if not isinstance(neuron, NeuronOp) or isinstance(neuron, MatmulNeuronOp) or \
+                len(node.args) != 1 or node.kwargs:
             continue
         div, users = node.args[0], list(node.users)
         if not (isinstance(div, fx.Node) and div.op == "call_function" and div.target in _DIV

@@ -13,7 +13,7 @@ import operator
 
 from torch import fx
 
-from ..graph_utils import finish, shallow_copy, unique_attr
+from ..graph_utils import finish, module_of, shallow_copy, unique_attr
 from ..neuron_ops import MaxChainOp, NeuronOp
 
 
@@ -29,11 +29,11 @@ def _window(node: object, source: fx.Node | None = None) -> tuple | None:
 
 
 def _max_neuron(gm: fx.GraphModule, node: object) -> NeuronOp | None:
-    if isinstance(node, fx.Node) and node.op == "call_module" and len(node.args) == 2:
-        module = gm.get_submodule(node.target)
-        if isinstance(module, NeuronOp) and module.role == "max-pool" and \
-                module.target.kernel == "max" and module.input_scale is None:
-            return module
+    """The unscaled max-pool neuron ``node`` calls with two inputs, else None."""
+    module = module_of(gm, node) if isinstance(node, fx.Node) else None
+    if isinstance(module, NeuronOp) and len(node.args) == 2 and module.role == "max-pool" and \
+            module.target.kernel == "max" and module.input_scale is None:
+        return module
     return None
 
 
@@ -61,7 +61,7 @@ def fuse_max_chains(gm: fx.GraphModule) -> fx.GraphModule:
             windows.append(window[1])
             getitems.append(user.args[1])
         name = unique_attr(gm, f"{chain[0].target}_chain")
-        gm.add_submodule(name, MaxChainOp([gm.get_submodule(n.target) for n in chain], windows))
+        gm.add_submodule(name, MaxChainOp([module_of(gm, n) for n in chain], windows))
         with gm.graph.inserting_before(chain[-1]):
             fused = gm.graph.call_module(name, (y,))
         fused.meta = dict(chain[-1].meta)
