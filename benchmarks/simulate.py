@@ -71,6 +71,16 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def seconds(fn, reps: int, device: str = "cpu") -> float:
+    """Mean wall time of ``reps`` calls of ``fn`` (device work included)."""
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t) / reps
+
+
 def timing(name: str, batch: int | None, steps: int, repeats: int, device: str) -> dict:
     """ANN and SNN (multistep, stepwise) times measured alternately; conversion time."""
     model, calib, x = build(name, batch, device)
@@ -85,13 +95,7 @@ def timing(name: str, batch: int | None, steps: int, repeats: int, device: str) 
             fn()
         for _ in range(repeats):
             for key, fn in runs.items():
-                reps = 10 if key == "ann" else 1
-                sync(device)
-                t = time.perf_counter()
-                for _ in range(reps):
-                    fn()
-                sync(device)
-                times[key].append((time.perf_counter() - t) / reps)
+                times[key].append(seconds(fn, 10 if key == "ann" else 1, device))
     ann = statistics.median(times["ann"])
     return {"name": name, "batch": x.shape[0], "T": steps, "ann_ms": ann * 1e3,
             "block": snn.block_steps(x.shape[1:], x.shape[0], steps),
@@ -207,14 +211,14 @@ def ablation(repeats: int) -> str:
                   "neither": snn.graph_module}
         times: dict[str, list[float]] = {k: [] for k in graphs}
         with torch.no_grad():
-            ann = statistics.median(_time(lambda: model(x), 10) for _ in range(repeats))
+            ann = statistics.median(seconds(lambda: model(x), 10) for _ in range(repeats))
             for graph in graphs.values():  # warm-up
                 snn._folded[key] = graph
                 snn(x, [4])
             for _ in range(repeats):
                 for label, graph in graphs.items():
                     snn._folded[key] = graph
-                    times[label].append(_time(lambda: snn(x, [T]), 1))
+                    times[label].append(seconds(lambda: snn(x, [T]), 1))
         for label, ts in times.items():
             rows.append(f"| {name} | {label} | {statistics.median(ts) * 1e3:.0f} ms | "
                         f"{statistics.median(ts) / (T * ann):.2f} |")
@@ -223,13 +227,6 @@ def ablation(repeats: int) -> str:
             f"{repeats}, alternating; the outputs are identical in all three):\n\n"
             "| model | simulation graph | SNN time | ratio to 128 ANN forwards |\n"
             "|---|---|---|---|\n" + "\n".join(rows))
-
-
-def _time(fn, reps: int) -> float:
-    t = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - t) / reps
 
 
 def main() -> None:

@@ -19,6 +19,13 @@ class NeuronRuntime(Protocol):
 
     def __call__(self, module: "NeuronOp", *currents: torch.Tensor) -> torch.Tensor: ...
 
+    def folded(self, module: "NeuronOp", current: torch.Tensor, divisor: torch.Tensor,
+               multiplier: torch.Tensor) -> torch.Tensor:
+        """``module(current / divisor) * multiplier`` (a :class:`FoldedNeuronOp`)."""
+
+    def max_chain(self, op: "MaxChainOp", y: torch.Tensor) -> torch.Tensor:
+        """The output of a :class:`MaxChainOp` on ``y``."""
+
 
 class NeuronOp(nn.Module):
     """A population of neurons with target ``target`` replacing one ANN op.
@@ -83,10 +90,9 @@ class FoldedNeuronOp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         runtime = self.neuron.runtime
-        folded = getattr(runtime, "folded", None)
-        if folded is None:  # no simulation running: the unfolded computation
+        if runtime is None:  # no simulation running: the unfolded computation
             return self.neuron(x / self.divisor) * self.multiplier
-        return folded(self.neuron, x, self.divisor, self.multiplier)
+        return runtime.folded(self.neuron, x, self.divisor, self.multiplier)
 
 
 class MaxChainOp(nn.Module):
@@ -109,5 +115,5 @@ class MaxChainOp(nn.Module):
         return out
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        run_chain = getattr(self.chain[0].runtime, "max_chain", None)
-        return self.unfused(y) if run_chain is None else run_chain(self, y)
+        runtime = self.chain[0].runtime
+        return self.unfused(y) if runtime is None else runtime.max_chain(self, y)
