@@ -7,6 +7,8 @@ back, so this gives the same numbers as c = 1, the step-by-step mode).
 """
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -272,6 +274,48 @@ class SpikingNetwork(nn.Module):
         if key not in self._folded:
             self._folded[key] = fuse_max_chains(fold_scales(self.graph_module))
         return self._folded[key]
+
+    # ------------------------------------------------------------------ saving
+    def __getstate__(self) -> dict:
+        """Pickled state: the converted graph, dynamics and neurons; the per-shape caches
+        (corrections, simulation graphs) and the id-keyed name table are rebuilt on load."""
+        state = dict(self.__dict__)
+        state.update(_corrections={}, _folded={}, neuron_names={})
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self.neuron_names = {id(m): n for n, m in self.neurons.items()}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the network to ``path`` (``torch.save`` of the whole network, written to a
+        temporary file and renamed, so an interrupted save leaves no partial file). Load it
+        with :meth:`load`; the outputs are identical."""
+        path = os.fspath(path)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            torch.save(self, tmp)
+        except (pickle.PicklingError, AttributeError, TypeError) as err:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise ConversionError(
+                f"this network cannot be saved: {err}. A target registered with a lambda or a "
+                "nested function cannot be pickled; register a module-level function instead "
+                "(signgd_lab.register_target(name, fn))") from err
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device | None = None
+             ) -> "SpikingNetwork":
+        """A network written by :meth:`save` or ``torch.save(snn)``.
+
+        This unpickles the file (``torch.load(weights_only=False)``), which can run code stored
+        in it: load only files you wrote or trust.
+        """
+        net = torch.load(os.fspath(path), map_location=map_location, weights_only=False)
+        if not isinstance(net, cls):
+            raise ConversionError(f"{path} holds a {type(net).__name__}, not a SpikingNetwork")
+        return net
 
     # ------------------------------------------------------------------ running
     def _check_input(self, x: torch.Tensor) -> None:

@@ -8,6 +8,7 @@ each :class:`Target` records that rule. Targets live in one registry: :func:`lis
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -52,9 +53,8 @@ class Target:
         h(x / scale) * scale = g(x)); named ``<name>[rescaled]``."""
         if self.arity != 1:
             raise ValueError(f"only one-input targets can be rescaled, not {self.name!r}")
-        g = self.fn
         return dataclasses.replace(self, name=f"{self.name}[rescaled]", rule=None, scale=scale,
-                                   fn=lambda z: g(scale * z) / scale)
+                                   fn=functools.partial(_rescaled, self.fn, scale))
 
     def __call__(self, *x: torch.Tensor) -> torch.Tensor:
         return self.fn(*x)
@@ -67,15 +67,30 @@ class Target:
         return v >= g if self.tie_fires else v > g
 
 
+# Target functions are module-level (or functools.partial of them) so that targets, and the
+# converted networks holding them, can be pickled (torch.save(snn)).
+def _rescaled(g: TargetFn, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return g(scale * z) / scale
+
+
 def _gelu_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(1.702 * x)
 
 
-def _leaky(slope: float) -> TargetFn:
-    def leaky_relu(x: torch.Tensor) -> torch.Tensor:
-        return torch.where(x >= 0, x, slope * x)
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
 
-    return leaky_relu
+
+def _rsqrt_div(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    return x1 / torch.sqrt(x2)
+
+
+def _leaky_relu(slope: float, x: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, x, slope * x)
+
+
+def _leaky(slope: float) -> TargetFn:
+    return functools.partial(_leaky_relu, slope)
 
 
 def _rsqrt_div_rule(v: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -111,7 +126,7 @@ _BUILTIN = [
     Target("relu", torch.relu, 1, True, description="max(x, 0)"),
     Target("gelu", _gelu_sigmoid, 1, False, description="x sigmoid(1.702 x) (paper's GELU)"),
     Target("gelu_erf", F.gelu, 1, False, description="x Phi(x), exact erf GELU"),
-    Target("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), 1, False,
+    Target("gelu_tanh", _gelu_tanh, 1, False,
            description="tanh-approximated GELU"),
     Target("abs", torch.abs, 1, False, description="|x|"),
     Target("square", torch.square, 1, True, description="x^2 (LayerNorm variance)"),
@@ -122,7 +137,7 @@ _BUILTIN = [
     Target("softplus", F.softplus, 1, False, description="log(1 + e^x)"),
     Target("max", torch.maximum, 2, False, description="max(x1, x2) (max-pooling)"),
     Target("div", torch.div, 2, False, description="x1 / x2 (softmax normalisation)"),
-    Target("rsqrt_div", lambda x1, x2: x1 / torch.sqrt(x2), 2, False, rule=_rsqrt_div_rule,
+    Target("rsqrt_div", _rsqrt_div, 2, False, rule=_rsqrt_div_rule,
            description="x1 / sqrt(x2) (LayerNorm normalisation)"),
     Target("mul", torch.mul, 2, True, description="x1 x2 (matmul product neurons)"),
 ]
