@@ -99,7 +99,7 @@ class Unsupported(nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(4, 4)
-        self.act = nn.Hardswish()
+        self.act = nn.Hardshrink()
 
     def forward(self, x):
         return torch.erf(self.act(self.fc(x))).cumprod(-1)
@@ -113,7 +113,7 @@ class DataDependent(nn.Module):
 
 
 @pytest.mark.parametrize("make,args,message", [
-    (Unsupported, (torch.rand(4, 4),), "3 op\\(s\\).*Hardswish.*'act'.*erf.*cumprod"),
+    (Unsupported, (torch.rand(4, 4),), "3 op\\(s\\).*Hardshrink.*'act'.*erf.*cumprod"),
     (DataDependent, (torch.rand(4, 4),), "could not trace.*Hint"),
     (small_net, (torch.empty(0, 6),), "calibration data is empty"),
     (small_net, (torch.full((4, 6), float("nan")),), "NaN or Inf"),

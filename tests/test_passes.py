@@ -33,7 +33,7 @@ def test_fuse_conv_bn_and_purity():
         bn.running_var.uniform_(0.5, 2)
     gm = trace(model)
     code_before = gm.code
-    fused = fuse_conv_bn(gm)
+    fused = fuse_conv_bn(gm, torch.randn(1, 3, 8, 8))  # the example tells Linear's input is 2-D
     assert gm.code == code_before  # the input graph is untouched
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     assert not any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())

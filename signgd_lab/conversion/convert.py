@@ -9,14 +9,16 @@ from torch import nn
 
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from . import decompositions  # noqa: F401  (registers the decomposition handlers)
+from . import ops_activations, ops_composite, ops_norms, ops_reductions  # noqa: F401  (handlers)
 from .errors import ConversionError
-from .graph_utils import dynamic_nodes, module_of
+from .graph_utils import batch_dims, dynamic_nodes, module_of
 from .handlers import find_handler
 from .network import SpikingNetwork
 from .neuron_ops import NeuronOp
 from .passes import (calibrate, collect_batches, decompose_attention, decompose_layernorm,
-                     decompose_maxpool, find_unsupported, fuse_conv_bn, replace_nonlinearities,
-                     scale_activations)
+                     decompose_maxpool, find_unsupported, fuse_conv_bn, prepare_composites,
+                     replace_nonlinearities, scale_activations)
+from .passes.audit import audit
 from .recipes import Recipe, get_recipe
 from .tracer import trace
 
@@ -26,6 +28,8 @@ DYNAMICS_PRESETS: dict[str, SignGDDynamics | IFDynamics] = {
     "extended": SignGDDynamics(encoder="direct"),
 }
 _DEFAULT_RECIPE = {"paper": "paper", "if": "if", "extended": "extended"}
+IF_HANDLERS = ("relu", "clamp", "hardtanh", "hardsigmoid", "prelu", "batchnorm_act",
+               "max_pool2d_ceil")  # handlers whose neurons are all ReLUs
 
 
 def resolve_dynamics(dynamics: str | SignGDDynamics | IFDynamics
@@ -85,7 +89,9 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
 
     Raises:
         ConversionError: untraceable model, unsupported ops (all listed), empty or non-finite
-            calibration data, non-finite weights.
+            calibration data, non-finite weights; and, from the end-of-conversion audit
+            (:mod:`signgd_lab.conversion.passes.audit`), any op left in the converted network
+            that is neither a neuron nor proven affine, whatever the recipe or handlers.
     """
     if not isinstance(model, nn.Module):
         raise ConversionError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -101,24 +107,37 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
         batches = [b.to(device=params[0].device, dtype=params[0].dtype) for b in batches]
     example = batches[0][:1]
 
-    gm = trace(model)
-    allowed = None
+    gm = prepare_composites(trace(model), rec, example)
+    allowed = targets = None
     if isinstance(dyn, IFDynamics):
-        allowed = {"relu", "max_pool2d"} if rec.maxpool_neuron == "relu" else {"relu"}
-    problems = find_unsupported(gm, allowed)
+        allowed = set(IF_HANDLERS) | ({"max_pool2d"} if rec.maxpool_neuron == "relu" else set())
+        targets = {"relu"}
+    problems = find_unsupported(gm, allowed, batch_dims(gm, example))
     if problems:
         raise ConversionError(
             f"{len(problems)} op(s) in {type(model).__name__} cannot be converted:", problems)
 
-    gm = fuse_conv_bn(gm)
+    gm = fuse_conv_bn(gm, example)
     gm = decompose_attention(gm, rec, example)
-    gm = decompose_layernorm(gm, rec)
+    gm = decompose_layernorm(gm, rec, example)
     gm = decompose_maxpool(gm, rec, example)
     gm = replace_nonlinearities(gm, rec, example)
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
+    audit(gm, _audit_samples(batches), targets)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 
     return SpikingNetwork(gm, dyn, rec.name)
+
+
+def _audit_samples(batches: list[torch.Tensor], n: int = 3) -> torch.Tensor:
+    """``n`` distinct calibration inputs for the audit (perturbed copies when fewer exist)."""
+    rows = torch.cat([b[:n] for b in batches])[:n]
+    if rows.shape[0] < n:
+        gen = torch.Generator().manual_seed(0)
+        extra = rows[:1].repeat(n - rows.shape[0], *([1] * (rows.dim() - 1)))
+        noise = torch.randn(extra.shape, generator=gen, dtype=extra.dtype).to(extra.device)
+        rows = torch.cat([rows, extra + 0.1 * noise * rows.std().clamp_min(0.1)])
+    return rows
 
 
 def count_nonlinear(snn_or_gm: SpikingNetwork | torch.fx.GraphModule) -> dict[str, int]:

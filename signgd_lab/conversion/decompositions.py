@@ -239,7 +239,7 @@ register_handler(OpHandler(
     functions=(F.scaled_dot_product_attention,), check=_sdpa_check))
 register_handler(OpHandler(
     "layer_norm", "layernorm", _layernorm, "mean, square neurons, x/sqrt(var) neurons, affine",
-    modules=(nn.LayerNorm,), functions=(F.layer_norm,)))
+    modules=(nn.LayerNorm, *_timm_types("LayerNorm", "LayerNorm2d")), functions=(F.layer_norm,)))
 register_handler(OpHandler(
     "max_pool2d", "maxpool", _maxpool, "chain of pairwise max neurons over strided slices",
     modules=(nn.MaxPool2d,), functions=(F.max_pool2d, torch.max_pool2d), check=_maxpool_check))

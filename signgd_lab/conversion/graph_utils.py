@@ -62,6 +62,101 @@ def propagate_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
         ShapeProp(gm).propagate(example)
 
 
+def _shape_of(node: fx.Node) -> torch.Size | None:
+    meta = node.meta.get("tensor_meta")
+    return meta.shape if meta is not None and hasattr(meta, "shape") else None
+
+
+def batch_dims(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
+    """For every node with a tensor value, the dims whose size follows the batch size (found
+    by propagating shapes with batches of 2 and 3 samples): where a node carries the batch.
+    Ends with the shapes of a one-sample batch in ``meta['tensor_meta']``."""
+    runs = []
+    for batch in (2, 3):
+        propagate_shapes(gm, example[:1].expand(batch, *example.shape[1:]).clone())
+        runs.append({n: _shape_of(n) for n in gm.graph.nodes})
+    propagate_shapes(gm, example[:1])
+    dims = {}
+    for node in gm.graph.nodes:
+        a, b = runs[0][node], runs[1][node]
+        if a is not None and b is not None and len(a) == len(b):
+            dims[node] = tuple(i for i, (p, q) in enumerate(zip(a, b)) if p != q)
+    return dims
+
+
+_OPERATOR_NAMES = {operator.add: "add", operator.sub: "sub", operator.mul: "mul",
+                   operator.truediv: "div", operator.neg: "neg", operator.pos: "pos",
+                   operator.getitem: "getitem", operator.matmul: "matmul", operator.pow: "pow",
+                   operator.abs: "abs", getattr: "getattr", operator.iadd: "add",
+                   operator.isub: "sub", operator.imul: "mul", operator.itruediv: "div",
+                   operator.floordiv: "floordiv", operator.mod: "mod"}
+
+
+def op_name(node: fx.Node) -> str | None:
+    """The torch name of a node's op: ``add`` for ``operator.add``, ``torch.add`` and
+    ``x.add(...)``; ``relu`` for ``F.relu``. None for modules and for functions outside torch
+    and :mod:`operator` (a user function named ``add`` is not torch's)."""
+    if node.op == "call_method":
+        return node.target
+    if node.op != "call_function":
+        return None
+    if node.target in _OPERATOR_NAMES:
+        return _OPERATOR_NAMES[node.target]
+    module = getattr(node.target, "__module__", None) or ""
+    name = getattr(node.target, "__name__", "")
+    if module.startswith("torch") or module == "torch._C._nn" or module == "" and \
+            getattr(torch, name, None) is node.target:
+        return name
+    return None
+
+
+_POSITIONAL = ("input", "other")
+
+
+def call_arguments(gm: fx.GraphModule, node: fx.Node) -> dict[str, object]:
+    """Every argument of a call by torch's keyword names (``input``, ``other``, ``dim``, ...;
+    for tensor methods ``self`` is ``input``), from torch.fx's normalisation where the op
+    has a signature; positional arguments it cannot name are ``arg<i>``."""
+    pair = None
+    try:
+        if node.op == "call_method":
+            fn = getattr(torch, node.target, None)
+            if callable(fn):
+                pair = fx.operator_schemas.normalize_function(
+                    fn, tuple(node.args), dict(node.kwargs), normalize_to_only_use_kwargs=True)
+        elif node.op in ("call_function", "call_module"):
+            pair = node.normalized_arguments(gm, normalize_to_only_use_kwargs=True)
+    except Exception:  # fx cannot match every overload; fall back to positions
+        pair = None
+    if pair is not None:
+        return dict(pair.kwargs)
+    fn = getattr(torch, node.target, None) if node.op == "call_method" else node.target
+    bound = _bind_any_overload(fn, node) if node.op != "call_module" else None
+    if bound is not None:
+        return bound
+    names = _POSITIONAL if node.op == "call_method" or node.target in _OPERATOR_NAMES else ()
+    out = {(names[i] if i < len(names) else f"arg{i}"): a for i, a in enumerate(node.args)}
+    out.update(node.kwargs)
+    return out
+
+
+def _bind_any_overload(fn: object, node: fx.Node) -> dict[str, object] | None:
+    """Arguments bound to the first of torch's signatures for ``fn`` that accepts them (the
+    overloads of an op share their parameter names, e.g. ``mul(input, other)``)."""
+    try:
+        signatures = fx.operator_schemas.get_signature_for_torch_op(fn) or []
+    except Exception:  # not a torch op
+        return None
+    for sig in signatures:
+        try:
+            bound = sig.bind(*node.args, **node.kwargs)
+        except TypeError:
+            continue
+        bound.apply_defaults()
+        return dict(bound.arguments)
+    return None
+
+
 def node_shape(node: fx.Node) -> torch.Size:
     """Shape recorded by :func:`propagate_shapes` (raises if the node has none)."""
     meta = node.meta.get("tensor_meta")
@@ -94,11 +189,19 @@ class Emitter:
         self._ctx = gm.graph.inserting_before(anchor)
 
     def __enter__(self) -> "Emitter":
+        self._bounds = (self.anchor.prev, self.anchor.next)
         self._ctx.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)
+        # the new nodes were traced inside the anchor's module: say so in their metadata
+        stack = self.anchor.meta.get("nn_module_stack")
+        before, after = self._bounds
+        node = before.next
+        while stack and node is not after and node is not self.anchor and node.op != "root":
+            node.meta.setdefault("nn_module_stack", stack)
+            node = node.next
 
     def proxy(self, node: fx.Node) -> fx.Proxy:
         """Wrap a node so torch code on it emits graph nodes."""
@@ -155,8 +258,23 @@ def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target)
 
 
+def module_path(node: fx.Node) -> str | None:
+    """Path of the innermost model module a node was traced in (None at the top level)."""
+    stack = node.meta.get("nn_module_stack")
+    if not stack:
+        return None
+    path = list(stack.keys())[-1] if isinstance(stack, dict) else None
+    return str(path) if path else None
+
+
 def describe(gm: fx.GraphModule, node: fx.Node) -> str:
     """A one-line human description of a node: op, name, module path and type."""
+    where = module_path(node)
+    suffix = f" in '{where}'" if where and node.op != "call_module" else ""
+    return _describe(gm, node) + suffix
+
+
+def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
     if node.op == "call_module":
         mod = gm.get_submodule(node.target)
         return f"module {type(mod).__module__}.{type(mod).__name__} at '{node.target}' (node {node.name})"

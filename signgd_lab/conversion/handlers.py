@@ -1,10 +1,14 @@
-"""One registry of op handlers: which ANN op is replaced by which neurons, and the affine glue
-that passes through without neurons.
+"""One registry of op handlers: which ANN op is replaced by which neurons, and the ops users
+declare affine.
 
-A handler matches nodes by module type (subclasses included), function or tensor-method name,
-optionally only when some operands depend on the input (``x * y`` is a product neuron, ``x * 2``
-is glue). Handlers run in stages, in this order: ``attention`` (decomposed into matmul and
+A handler matches nodes by module type (exactly, or a subclass that does not override
+``forward``), function or tensor-method name, optionally only when some operands depend on the
+input (``x * y`` is a product neuron, ``x * 2`` is glue). Operands are named as torch names them
+(``input``, ``other``, ``tensor1``, ...; see :func:`~signgd_lab.conversion.graph_utils.call_arguments`).
+Handlers run in stages, in this order: ``prepare`` (modules that are several ops, e.g. timm's
+BatchNormAct2d, are split before BatchNorm folding), ``attention`` (decomposed into matmul and
 softmax), ``layernorm``, ``maxpool``, ``neuron`` (each nonlinearity becomes a :class:`NeuronOp`).
+What may stay between neurons is decided by the positive list of :mod:`.affine`, not here.
 """
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..dynamics.targets import get_target
-from .graph_utils import Emitter, describe, module_of, node_shape
+from .affine import is_proven_affine
+from .graph_utils import Emitter, call_arguments, describe, module_of, node_shape
 from .neuron_ops import MatmulNeuronOp, NeuronOp
 from .recipes import Recipe
 
-STAGES = ("attention", "layernorm", "maxpool", "neuron")
+STAGES = ("prepare", "attention", "layernorm", "maxpool", "neuron")
 
 Rewrite = Callable[[Emitter, fx.Node, Recipe], "fx.Proxy | None"]
 
@@ -33,11 +38,13 @@ class OpHandler:
     Attributes:
         name: registry key (``relu``, ``layer_norm``, ...).
         stage: one of :data:`STAGES`.
-        modules / functions / methods: what it matches (module classes incl. subclasses,
-            call_function targets, Tensor method names).
-        needs_dynamic: how many operands among ``operand_positions`` must depend on the input
-            for the op to be nonlinear (0: always a match).
+        modules / functions / methods: what it matches (module classes, exactly or subclasses
+            that keep the class's ``forward``; call_function targets; Tensor method names).
+        needs_dynamic: how many of the ``operands`` must depend on the input for the op to be
+            nonlinear (0: always a match).
+        operands: torch's names of the operands that ``needs_dynamic`` counts.
         check: returns why a matched node cannot be converted (or None).
+        applies: an extra condition on the node for the handler to match (None: always).
         rewrite: emits the replacement before the node and returns its result proxy
             (None when it rewired the users itself).
         summary: what it becomes, for tables.
@@ -51,24 +58,35 @@ class OpHandler:
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     needs_dynamic: int = 0
-    operand_positions: tuple[int, ...] = (0, 1)
+    operands: tuple[str, ...] = ("input", "other")
     check: Callable[[fx.GraphModule, fx.Node], str | None] | None = field(default=None)
+    applies: Callable[[fx.GraphModule, fx.Node], bool] | None = field(default=None)
 
     def matches(self, gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> bool:
         """True when ``node`` is an op of this family that needs conversion."""
-        return _matches(self, gm, node, dynamic)
+        return _matches(self, gm, node, dynamic) and \
+            (self.applies is None or self.applies(gm, node))
 
 
 @dataclass(frozen=True)
 class AffineOp:
-    """An op that is affine in its input-dependent operands, so it passes through unchanged."""
+    """An op a user declares affine in its input-dependent operands, so it passes through
+    unchanged. Declared ops are not taken on trust: the end-of-conversion audit checks on
+    calibration inputs that each one is affine and keeps the samples of a batch apart.
+
+    Attributes:
+        name: registry key.
+        modules / functions / methods: what it matches (as for :class:`OpHandler`).
+        max_dynamic: at most this many of the ``operands`` may depend on the input.
+        operands: torch's names of the operands that ``max_dynamic`` counts.
+    """
 
     name: str
     modules: tuple[type, ...] = ()
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     max_dynamic: int = 99
-    operand_positions: tuple[int, ...] = (0, 1)
+    operands: tuple[str, ...] = ("input", "other")
 
     def matches(self, gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> bool:
         """True when ``node`` is this op with at most ``max_dynamic`` dynamic operands."""
@@ -82,23 +100,35 @@ def _arg(node: fx.Node, i: int, name: str, default: object = None) -> object:
     return node.kwargs.get(name, default)
 
 
-_OPERAND_NAMES = ("input", "other")
+def arg_of(gm: fx.GraphModule, node: fx.Node, name: str, default: object = None) -> object:
+    """Argument ``name`` of a call by torch's keyword name (positional or keyword in the call)."""
+    value = call_arguments(gm, node).get(name, default)
+    return default if value is None else value
 
 
-def _operand(node: fx.Node, i: int) -> object:
-    """Operand ``i`` of a torch op, positional or by torch's keyword name."""
-    return _arg(node, i, _OPERAND_NAMES[i] if i < len(_OPERAND_NAMES) else "")
+def _count_dynamic(gm: fx.GraphModule, node: fx.Node, names: tuple[str, ...],
+                   dynamic: set[fx.Node]) -> int:
+    args = call_arguments(gm, node)
+    values = []
+    for n in names:  # a list operand (torch.cat, einsum) counts each of its tensors
+        v = args.get(n)
+        values.extend(v if isinstance(v, (list, tuple)) else [v])
+    return sum(1 for v in values if isinstance(v, fx.Node) and v in dynamic)
 
 
-def _count_dynamic(node: fx.Node, positions: tuple[int, ...], dynamic: set[fx.Node]) -> int:
-    return sum(1 for i in positions
-               if isinstance(op := _operand(node, i), fx.Node) and op in dynamic)
+def module_matches(mod: nn.Module | None, classes: tuple[type, ...]) -> bool:
+    """``mod`` is one of ``classes`` exactly, or a subclass that keeps its ``forward`` (a
+    subclass that overrides ``forward`` may compute more, e.g. timm's BatchNormAct2d)."""
+    if mod is None:
+        return False
+    kind = type(mod)
+    return any(kind is c or (issubclass(kind, c) and kind.forward is c.forward) for c in classes)
 
 
 def _matches(spec: OpHandler | AffineOp, gm: fx.GraphModule, node: fx.Node,
              dynamic: set[fx.Node]) -> bool:
     if node.op == "call_module":
-        hit = bool(spec.modules) and isinstance(module_of(gm, node), spec.modules)
+        hit = module_matches(module_of(gm, node), spec.modules)
     elif node.op == "call_function":
         hit = any(node.target is f for f in spec.functions)
     elif node.op == "call_method":
@@ -107,10 +137,10 @@ def _matches(spec: OpHandler | AffineOp, gm: fx.GraphModule, node: fx.Node,
         return False
     if not hit:
         return False
-    n_dyn = _count_dynamic(node, spec.operand_positions, dynamic)
     if isinstance(spec, OpHandler):
-        return n_dyn >= spec.needs_dynamic
-    return n_dyn <= spec.max_dynamic
+        return spec.needs_dynamic == 0 or \
+            _count_dynamic(gm, node, spec.operands, dynamic) >= spec.needs_dynamic
+    return _count_dynamic(gm, node, spec.operands, dynamic) <= spec.max_dynamic
 
 
 _HANDLERS: dict[str, OpHandler] = {}
@@ -127,10 +157,28 @@ def register_handler(handler: OpHandler, overwrite: bool = False) -> OpHandler:
     return handler
 
 
-def register_affine(op: AffineOp) -> AffineOp:
-    """Declare an op affine glue (it will pass through conversion unchanged)."""
+def register_affine(op: AffineOp, overwrite: bool = False) -> AffineOp:
+    """Declare an op affine glue (it passes through conversion unchanged, after the audit has
+    checked on calibration inputs that it is affine; see :class:`AffineOp`)."""
+    if op.name in _AFFINE and not overwrite:
+        raise ValueError(f"affine op {op.name!r} exists; pass overwrite=True to replace it")
     _AFFINE[op.name] = op
     return op
+
+
+def unregister_affine(name: str) -> None:
+    """Remove an op declared with :func:`register_affine`."""
+    _AFFINE.pop(name, None)
+
+
+def unregister_handler(name: str) -> None:
+    """Remove a handler (built-in ones included: the op is then refused by name)."""
+    _HANDLERS.pop(name, None)
+
+
+def user_affine_op(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> AffineOp | None:
+    """The user-declared affine op that matches ``node``, if any."""
+    return next((op for op in _AFFINE.values() if op.matches(gm, node, dynamic)), None)
 
 
 def list_handlers(stage: str | None = None) -> list[str]:
@@ -157,9 +205,12 @@ def find_handler(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> Op
     return None
 
 
-def is_affine(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node]) -> bool:
-    """True when ``node`` is registered glue (affine in its dynamic operands)."""
-    return any(op.matches(gm, node, dynamic) for op in _AFFINE.values())
+def is_affine(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node],
+              batch: dict[fx.Node, tuple[int, ...]] | None = None) -> bool:
+    """True when ``node`` is on the positive list of affine ops (meeting its conditions) or
+    declared affine by the user (which the audit then checks numerically)."""
+    return is_proven_affine(gm, node, dynamic, batch) or \
+        user_affine_op(gm, node, dynamic) is not None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -189,14 +240,15 @@ def matmul_neurons(emit: Emitter, node: fx.Node, a: fx.Proxy, b: fx.Proxy, suffi
     return emit.module(neuron_name(node, "mul", suffix), op, a, b)
 
 
-def max_tree(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int, size: int) -> fx.Proxy:
+def max_tree(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int, size: int,
+             role: str = "softmax-max") -> fx.Proxy:
     """max over ``dim`` (of static length ``size``) by a tree of pairwise max neurons:
     (..., size, ...) -> (..., 1, ...), ceil(log2(size)) levels."""
     level = 0
     while size > 1:
         half = size // 2
         pairs = neuron(emit, node, "max", x.narrow(dim, 0, half), x.narrow(dim, half, half),
-                       role="softmax-max", suffix=f"_max{level}")
+                       role=role, suffix=f"_max{level}")
         if size % 2:  # the odd element goes up a level unpaired
             pairs = torch.cat([pairs, x.narrow(dim, 2 * half, 1)], dim)
         x, size, level = pairs, half + size % 2, level + 1
@@ -216,6 +268,12 @@ def softmax_neurons(emit: Emitter, node: fx.Node, x: fx.Proxy, dim: int, recipe:
     return neuron(emit, node, "div", e, total, role="softmax-div")
 
 
+def operand_proxy(emit: Emitter, node: fx.Node, name: str = "input") -> object:
+    """Argument ``name`` of ``node`` as a proxy (a node) or as it is (a constant)."""
+    value = arg_of(emit.gm, node, name)
+    return emit.proxy(value) if isinstance(value, fx.Node) else value
+
+
 def _first(emit: Emitter, node: fx.Node) -> fx.Proxy:
     return emit.proxy(node.args[0])
 
@@ -229,7 +287,7 @@ def _unary(target: str) -> Rewrite:
 
 def _leaky(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     mod = module_of(emit.gm, node)
-    slope = mod.negative_slope if mod is not None else _arg(node, 1, "negative_slope", 0.01)
+    slope = mod.negative_slope if mod is not None else arg_of(emit.gm, node, "negative_slope", 0.01)
     if recipe.leaky_slope == "paper":
         slope = 0.1
     return neuron(emit, node, "leaky_relu", _first(emit, node), slope=float(slope))
@@ -237,7 +295,8 @@ def _leaky(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
 
 def _gelu(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     mod = module_of(emit.gm, node)
-    approx = getattr(mod, "approximate", "none") if mod is not None else _arg(node, 1, "approximate", "none")
+    approx = getattr(mod, "approximate", "none") if mod is not None else \
+        arg_of(emit.gm, node, "approximate", "none")
     if recipe.gelu == "paper":
         target = "gelu"
     else:
@@ -245,51 +304,58 @@ def _gelu(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     return neuron(emit, node, target, _first(emit, node))
 
 
+def softmax_dim(gm: fx.GraphModule, node: fx.Node) -> int | None:
+    """The dim of a softmax-like node (module attribute or ``dim`` argument)."""
+    mod = module_of(gm, node)
+    return mod.dim if mod is not None else arg_of(gm, node, "dim")
+
+
 def _softmax(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
-    mod = module_of(emit.gm, node)
-    dim = mod.dim if mod is not None else _arg(node, 1, "dim")
+    dim = softmax_dim(emit.gm, node)
     size = node_shape(node.args[0])[dim] if recipe.softmax == "max_subtract" else None
     return softmax_neurons(emit, node, _first(emit, node), dim, recipe, size)
 
 
-def _softmax_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    mod = module_of(gm, node)
-    dim = mod.dim if mod is not None else _arg(node, 1, "dim")
-    if dim is None:
+def softmax_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """Refuse a softmax-like node without an explicit dim."""
+    if softmax_dim(gm, node) is None:
         return "softmax without an explicit dim; pass dim=-1 (or the axis you mean)"
     return None
 
 
+def constant_current(like: fx.Proxy, value: object) -> fx.Proxy:
+    """A python number (or a static tensor) as a current of ``like``'s shape."""
+    return torch.ones_like(like) * value
+
+
+def binary_neuron(emit: Emitter, node: fx.Node, target: str, a: object, b: object,
+                  role: str, suffix: str = "") -> fx.Proxy:
+    """A two-input neuron on ``a`` and ``b``; a python number becomes a constant current."""
+    if not isinstance(a, fx.Proxy):
+        a = constant_current(b, a)
+    if not isinstance(b, fx.Proxy):
+        b = constant_current(a, b)
+    return neuron(emit, node, target, a, b, role=role, suffix=suffix)
+
+
 def _binary(target: str, role: str) -> Rewrite:
     def rewrite(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
-        a, b = (_operand(node, 0), _operand(node, 1))
-        pa = emit.proxy(a) if isinstance(a, fx.Node) else a
-        pb = emit.proxy(b) if isinstance(b, fx.Node) else b
-        if not isinstance(pa, fx.Proxy):  # a python scalar numerator: a constant current
-            pa = torch.ones_like(pb) * pa
-        if not isinstance(pb, fx.Proxy):
-            pb = torch.ones_like(pa) * pb
-        return neuron(emit, node, target, pa, pb, role=role)
+        return binary_neuron(emit, node, target, operand_proxy(emit, node, "input"),
+                             operand_proxy(emit, node, "other"), role)
 
     return rewrite
 
 
 def _matmul(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
-    return matmul_neurons(emit, node, emit.proxy(_operand(node, 0)), emit.proxy(_operand(node, 1)))
+    second = "mat2" if "mat2" in call_arguments(emit.gm, node) else "other"
+    return matmul_neurons(emit, node, operand_proxy(emit, node, "input"),
+                          operand_proxy(emit, node, second))
 
 
 def _addcmul(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
-    base, t1, t2 = (emit.proxy(a) if isinstance(a, fx.Node) else a for a in node.args[:3])
-    value = node.kwargs.get("value", 1)
-    return base + value * neuron(emit, node, "mul", t1, t2, role="product")
-
-
-def _softplus_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    mod = module_of(gm, node)
-    beta = mod.beta if mod is not None else _arg(node, 1, "beta", 1.0)
-    if beta != 1:
-        return f"softplus with beta={beta}: only beta=1 has a neuron target; register a target"
-    return None
+    base, t1, t2 = (operand_proxy(emit, node, n) for n in ("input", "tensor1", "tensor2"))
+    value = arg_of(emit.gm, node, "value", 1)
+    return base + value * binary_neuron(emit, node, "mul", t1, t2, "product")
 
 
 ACTIVATIONS = {
@@ -303,10 +369,8 @@ ACTIVATIONS = {
 for _name, (_mods, _fns, _meths) in ACTIVATIONS.items():
     register_handler(OpHandler(_name, "neuron", _unary(_name), f"{_name} neuron",
                                _mods, _fns, _meths))
-register_handler(OpHandler("softplus", "neuron", _unary("softplus"), "softplus neuron",
-                           (nn.Softplus,), (F.softplus,), (), check=_softplus_check))
 register_handler(OpHandler("leaky_relu", "neuron", _leaky, "leaky_relu neuron",
-                           (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_), ()))
+                           (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_), ("leaky_relu",)))
 
 
 def _gelu_modules() -> tuple[type, ...]:
@@ -320,52 +384,17 @@ def _gelu_modules() -> tuple[type, ...]:
 register_handler(OpHandler("gelu", "neuron", _gelu, "gelu neuron", _gelu_modules(), (F.gelu,), ()))
 register_handler(OpHandler("softmax", "neuron", _softmax, "exp neurons, sum, div neurons",
                            (nn.Softmax,), (F.softmax, torch.softmax), ("softmax",),
-                           check=_softmax_check))
+                           check=softmax_check))
 register_handler(OpHandler("matmul", "neuron", _matmul, "N*K*M product neurons summed over K",
                            (), (operator.matmul, torch.matmul, torch.bmm), ("matmul", "bmm"),
-                           needs_dynamic=2))
+                           needs_dynamic=2, operands=("input", "other", "mat2")))
 register_handler(OpHandler("mul", "neuron", _binary("mul", "product"), "product neuron",
                            (), (operator.mul, torch.mul), ("mul",), needs_dynamic=2))
 register_handler(OpHandler("div", "neuron", _binary("div", "division"), "div neuron",
                            (), (operator.truediv, torch.div), ("div",), needs_dynamic=1,
-                           operand_positions=(1,)))
+                           operands=("other",)))
 register_handler(OpHandler("maximum", "neuron", _binary("max", "maximum"), "max neuron",
                            (), (torch.maximum,), ("maximum",), needs_dynamic=1))
 register_handler(OpHandler("addcmul", "neuron", _addcmul, "product neuron plus glue",
                            (), (torch.addcmul,), ("addcmul",), needs_dynamic=2,
-                           operand_positions=(1, 2)))
-
-
-# ----------------------------------------------------------------------------- affine glue
-
-def _timm_affine_modules() -> tuple[type, ...]:
-    try:
-        from timm.layers import DropPath, LayerScale, LayerScale2d
-        from timm.models.mlp_mixer import Affine
-    except ImportError:
-        return ()
-    return (DropPath, LayerScale, LayerScale2d, Affine)
-
-
-register_affine(AffineOp("modules", modules=(
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten, nn.AvgPool1d,
-    nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.ZeroPad2d, nn.ConstantPad2d,
-    *_timm_affine_modules())))
-register_affine(AffineOp("shape-and-sum", functions=(
-    operator.add, operator.sub, operator.neg, operator.pos, operator.getitem, getattr,
-    torch.add, torch.sub, torch.flatten, torch.cat, torch.stack, torch.reshape, torch.permute,
-    torch.transpose, torch.squeeze, torch.unsqueeze, torch.mean, torch.sum, torch.chunk,
-    torch.split, torch.unbind, torch.roll, torch.narrow, torch.flip, torch.zeros_like,
-    torch.ones_like, F.linear, F.conv1d, F.conv2d, F.avg_pool1d, F.avg_pool2d,
-    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.dropout, F.pad, F.batch_norm),
-    methods=(
-    "reshape", "view", "permute", "transpose", "flatten", "contiguous", "mean", "sum",
-    "unsqueeze", "squeeze", "expand", "expand_as", "repeat", "unbind", "chunk", "split", "add",
-    "sub", "neg", "clone", "to", "type_as", "narrow", "roll", "flip", "float", "__getitem__")))
-register_affine(AffineOp("scale", functions=(operator.mul, torch.mul, torch.matmul,
-                                             operator.matmul, torch.bmm, torch.addcmul),
-                         methods=("mul", "matmul", "bmm", "addcmul"), max_dynamic=1,
-                         operand_positions=(0, 1, 2)))
-register_affine(AffineOp("divide-by-constant", functions=(operator.truediv, torch.div),
-                         methods=("div",), max_dynamic=0, operand_positions=(1,)))
+                           operands=("tensor1", "tensor2")))

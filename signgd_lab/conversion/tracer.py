@@ -1,4 +1,5 @@
-"""torch.fx tracing that keeps timm's building blocks (and our neuron modules) as leaves."""
+"""torch.fx tracing that keeps timm's building blocks (and our neuron modules) as leaves, with
+in-place ops made pure (:mod:`signgd_lab.conversion.inplace`)."""
 from __future__ import annotations
 
 import copy
@@ -7,6 +8,7 @@ import inspect
 from torch import fx, nn
 
 from .errors import ConversionError
+from .inplace import functionalize_inplace
 
 
 def _timm_leaf_types() -> tuple[type, ...]:
@@ -42,9 +44,16 @@ class LeafTracer(fx.Tracer):
         self.leaf_types = _timm_leaf_types() + tuple(extra_leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if isinstance(m, self.leaf_types):
+        if type(m) in self.leaf_types or isinstance(m, self.leaf_types) and \
+                _keeps_forward(type(m), self.leaf_types):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+
+def _keeps_forward(kind: type, bases: tuple[type, ...]) -> bool:
+    """A subclass of a leaf type stays a leaf only if it does not override ``forward`` (a
+    subclass that computes more is traced through, so its extra ops are seen)."""
+    return any(issubclass(kind, b) and kind.forward is b.forward for b in bases)
 
 
 def _optional_args(model: nn.Module) -> dict[str, object]:
@@ -73,4 +82,4 @@ def trace(model: nn.Module, extra_leaves: tuple[type, ...] = ()) -> fx.GraphModu
             "affine, or convert a submodule that traces."
         ) from exc
     name = type(clone).__name__
-    return fx.GraphModule(tracer.root, graph, name)
+    return functionalize_inplace(fx.GraphModule(tracer.root, graph, name))

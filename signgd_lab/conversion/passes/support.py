@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from torch import fx
 
+from ..affine import affine_violation
 from ..graph_utils import describe, dynamic_nodes, module_of
-from ..handlers import find_handler, is_affine
+from ..handlers import find_handler, user_affine_op
 from ..neuron_ops import NeuronOp
 
-_HINT = ("register a handler (signgd_lab.conversion.register_handler) if it is a nonlinearity, "
-         "declare it glue (register_affine) if it is affine, or replace it in the model")
+HINT = ("register a handler (signgd_lab.conversion.register_handler) if it is a nonlinearity, "
+        "declare it glue (register_affine) if it is affine, or replace it in the model")
 
 
-def find_unsupported(gm: fx.GraphModule, allowed_handlers: set[str] | None = None) -> list[str]:
-    """One line per input-dependent node that is neither affine glue nor handled (or handled by
-    a handler outside ``allowed_handlers``), plus the reason a matched handler refuses a node."""
+def find_unsupported(gm: fx.GraphModule, allowed_handlers: set[str] | None = None,
+                     batch: dict[fx.Node, tuple[int, ...]] | None = None) -> list[str]:
+    """One line per input-dependent node that is neither handled nor on the positive list of
+    affine ops (:mod:`signgd_lab.conversion.affine`; ``batch``: the dims that carry the batch,
+    from :func:`~signgd_lab.conversion.graph_utils.batch_dims`), or is handled by a handler
+    outside ``allowed_handlers``, plus the reason a matched handler refuses a node."""
     dynamic = dynamic_nodes(gm.graph)
     problems = []
     for node in gm.graph.nodes:
@@ -31,6 +35,11 @@ def find_unsupported(gm: fx.GraphModule, allowed_handlers: set[str] | None = Non
             if reason:
                 problems.append(f"{describe(gm, node)}: {reason}")
             continue
-        if not is_affine(gm, node, dynamic):
-            problems.append(f"{describe(gm, node)}: no handler; {_HINT}")
+        if user_affine_op(gm, node, dynamic) is not None:
+            continue
+        why = affine_violation(gm, node, dynamic, batch)
+        if why is not None:
+            hint = HINT if why.startswith("is not on the list") else ""
+            problems.append(f"{describe(gm, node)}: no handler, and it {why}"
+                            + (f"; {hint}" if hint else ""))
     return problems

@@ -1,0 +1,153 @@
+"""The end-of-conversion audit: a converted network holds only neurons and ops proven affine.
+
+Run at the end of every ``convert``, whatever the recipe or dynamics, after user handlers too:
+
+1. every input-dependent node is a neuron (with a target the dynamics can run) or meets the
+   conditions of the positive list in :mod:`signgd_lab.conversion.affine`;
+2. an op the user declared affine (``register_affine``) is checked on calibration inputs:
+   f(a x + (1 - a) y) must equal a f(x) + (1 - a) f(y);
+3. the samples of a batch stay apart: each sample's output is the same alone as in a batch
+   (the simulation stacks time steps on the batch dim).
+
+Anything else is a :class:`ConversionError` naming the op, the node and the module path.
+"""
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from ..affine import affine_violation
+from ..errors import ConversionError
+from ..graph_utils import batch_dims, describe, dynamic_nodes, module_of
+from ..handlers import AffineOp, user_affine_op
+from ..neuron_ops import MatmulNeuronOp, NeuronOp
+from .calibration import base_name
+
+_NEURON_TYPES = (NeuronOp, MatmulNeuronOp)
+_TOLERANCE = 1e-4
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the graph and keeps every node's value."""
+
+    def __init__(self, gm: fx.GraphModule) -> None:
+        super().__init__(gm, garbage_collect_values=False)
+        self.values: dict[fx.Node, object] = {}
+
+    def run_node(self, n: fx.Node) -> object:
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
+
+
+def _record(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        rec.run(x)
+    return rec.values
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-6)
+    return (a - b).abs().max().item() / scale
+
+
+def _run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, object]) -> object:
+    interp = fx.Interpreter(gm)
+    interp.env = dict(env)
+    with torch.no_grad():
+        return interp.run_node(node)
+
+
+def _check_user_op(gm: fx.GraphModule, node: fx.Node, op: AffineOp, dynamic: set[fx.Node],
+                   values: dict[fx.Node, object]) -> str | None:
+    """f(a x + (1 - a) y) == a f(x) + (1 - a) f(y) for a = 0.3 and 2, y a shuffled and
+    perturbed copy of the recorded x."""
+    gen = torch.Generator().manual_seed(0)
+    inputs = [n for n in node.all_input_nodes if n in dynamic]
+    env = {n: values[n] for n in node.all_input_nodes}
+    if not all(isinstance(env[n], torch.Tensor) and env[n].is_floating_point() for n in inputs):
+        return None
+    other = dict(env)
+    for n in inputs:
+        x = env[n]
+        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
+        other[n] = x.roll(1, 0) + 0.5 * noise * x.std().clamp_min(1e-3)
+    fx_, fy = _run_node(gm, node, env), _run_node(gm, node, other)
+    for a in (0.3, 2.0):
+        mixed = dict(env)
+        for n in inputs:
+            mixed[n] = a * env[n] + (1 - a) * other[n]
+        got, want = _run_node(gm, node, mixed), a * fx_ + (1 - a) * fy
+        err = _rel(got, want)
+        if err > _TOLERANCE:
+            return (f"{describe(gm, node)}: declared affine (register_affine '{op.name}') but it "
+                    f"is not: f({a:g} x + {1 - a:g} y) differs from {a:g} f(x) + {1 - a:g} f(y) by "
+                    f"{err:.2g} (relative) on calibration inputs; give it a neuron handler instead")
+    return None
+
+
+def _batch_mixing(gm: fx.GraphModule, samples: torch.Tensor,
+                  batch: dict[fx.Node, tuple[int, ...]]) -> str | None:
+    """Where each sample's values stop being the same alone as in the batch (None: nowhere)."""
+    try:
+        together = _record(gm, samples)
+        alone = [_record(gm, samples[i:i + 1]) for i in range(samples.shape[0])]
+    except Exception as exc:  # a graph that fixes its batch size fails here
+        return (f"the converted graph fails on a batch of {samples.shape[0]} samples "
+                f"({type(exc).__name__}: {exc}); the simulation runs time steps x samples at once, "
+                "so the model must not fix its batch size")
+    for node in gm.graph.nodes:
+        value = together.get(node)
+        if not isinstance(value, torch.Tensor) or batch.get(node) != (0,) or \
+                value.shape[0] != samples.shape[0]:
+            continue
+        for i, run in enumerate(alone):
+            single = run.get(node)
+            if isinstance(single, torch.Tensor) and single.shape == value[i:i + 1].shape and \
+                    _rel(value[i:i + 1], single) > _TOLERANCE:
+                return (f"{describe(gm, node)}: mixes the samples of a batch (sample {i}'s values "
+                        "differ alone and in a batch); the simulation stacks time steps on the "
+                        "batch dim, so no op may reduce or index over it")
+    return None
+
+
+def audit(gm: fx.GraphModule, samples: torch.Tensor,
+          neuron_targets: set[str] | None = None) -> None:
+    """Raise :class:`ConversionError` unless ``gm`` holds only neurons (with targets in
+    ``neuron_targets``, when given) and proven-affine ops, with user-declared affine ops
+    affine on ``samples`` (at least 2 distinct inputs) and the samples kept apart."""
+    dynamic = dynamic_nodes(gm.graph)
+    batch = batch_dims(gm, samples)
+    problems, declared = [], []
+    for node in gm.graph.nodes:
+        if node not in dynamic or node.op in ("placeholder", "output"):
+            continue
+        mod = module_of(gm, node)
+        if type(mod) in _NEURON_TYPES:
+            name = base_name(mod.target.name)
+            if neuron_targets is not None and name not in neuron_targets:
+                problems.append(f"{describe(gm, node)} ({mod.source}): a '{name}' neuron, but "
+                                f"these dynamics only run {', '.join(sorted(neuron_targets))}; use "
+                                "dynamics='paper' or 'extended'")
+            continue
+        why = affine_violation(gm, node, dynamic, batch)
+        if why is None:
+            continue
+        op = user_affine_op(gm, node, dynamic)
+        if op is not None:
+            declared.append((node, op))
+            continue
+        problems.append(f"{describe(gm, node)}: {why}")
+    if declared:
+        values = _record(gm, samples)
+        problems += [p for node, op in declared
+                     if (p := _check_user_op(gm, node, op, dynamic, values)) is not None]
+    if not problems:
+        mixing = _batch_mixing(gm, samples, batch)
+        if mixing:
+            problems.append(mixing)
+    if problems:
+        raise ConversionError(
+            f"the converted network would compute something else than the model: {len(problems)} "
+            "op(s) are neither neurons nor proven affine:", problems)
