@@ -8,31 +8,54 @@ Quick tour::
     snn = sl.convert(model, x_tr[:256], dynamics="paper")                   # ANN -> SNN
     logits = snn(x_te, timestamps=[8, 64])                                  # (2, N, 10)
     table = sl.layer_errors(model, snn, x_te[:64], [8, 64])                 # where it departs
+
+Names are imported on first use (PEP 562), so ``import signgd_lab`` and ``signgd-lab --help``
+load neither torch nor timm, torchvision or scikit-learn.
 """
-from . import zoo
-from .conversion import (ConversionError, Recipe, SpikingNetwork, convert, count_nonlinear,
-                         list_handlers, list_recipes)
-from .dynamics import (
-    IFDynamics,
-    Schedule,
-    SignGDDynamics,
-    Target,
-    Trajectory,
-    get_target,
-    list_targets,
-    register_target,
-    simulate_if_neuron,
-    simulate_neuron,
-)
-from .probes import (LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats,
-                     spike_stats_over_T)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConversionError", "IFDynamics", "LayerErrorTable", "Recipe", "Schedule", "SignGDDynamics",
-    "SpikeStats", "SpikingNetwork", "Target", "TraceProbe", "Trajectory", "convert",
-    "count_nonlinear", "get_target", "layer_errors", "list_handlers", "list_recipes",
-    "list_targets", "register_target", "simulate_if_neuron", "simulate_neuron", "spike_stats",
-    "spike_stats_over_T", "zoo",
-]
+# public name -> the submodule that defines it
+_EXPORTS = {
+    **dict.fromkeys(("ConversionError", "Recipe", "SpikingNetwork", "convert", "count_nonlinear",
+                     "list_handlers", "list_recipes"), "conversion"),
+    **dict.fromkeys(("IFDynamics", "Schedule", "SignGDDynamics", "Target", "Trajectory",
+                     "get_target", "list_targets", "register_target", "simulate_if_neuron",
+                     "simulate_neuron"), "dynamics"),
+    **dict.fromkeys(("LayerErrorTable", "SpikeStats", "TraceProbe", "layer_errors", "spike_stats",
+                     "spike_stats_over_T"), "probes"),
+}
+_SUBMODULES = ("conversion", "dynamics", "experiments", "notebook_params", "probes", "report",
+               "viz", "zoo")
+
+__all__ = sorted([*_EXPORTS, "zoo"])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's submodule on first access."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'signgd_lab' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from . import zoo
+    from .conversion import (ConversionError, Recipe, SpikingNetwork, convert, count_nonlinear,
+                             list_handlers, list_recipes)
+    from .dynamics import (IFDynamics, Schedule, SignGDDynamics, Target, Trajectory, get_target,
+                           list_targets, register_target, simulate_if_neuron, simulate_neuron)
+    from .probes import (LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats,
+                         spike_stats_over_T)

@@ -1,11 +1,15 @@
-"""The ``signgd-lab`` command line: ``signgd-lab report [flags]``."""
+"""The ``signgd-lab`` command line: ``signgd-lab report [flags]``.
+
+Arguments are parsed and every parameter is checked before anything runs; torch, timm and the
+data are imported only when a command needs them, so ``--help`` and argument errors are fast.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from .report import NOTEBOOKS, ReportConfig, ReportError, run_report
+from .report import NOTEBOOKS
 
 
 def _int_list(text: str) -> list[int]:
@@ -17,6 +21,17 @@ def _int_list(text: str) -> list[int]:
 
 def _str_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _param(text: str) -> tuple[str, str, str]:
+    """``NB.NAME=VALUE`` -> (notebook, NAME, VALUE); the value is typed by the notebook's
+    parameters cell later."""
+    key, eq, value = text.partition("=")
+    notebook, dot, name = key.partition(".")
+    if not (eq and dot and notebook.strip() and name.strip()):
+        raise argparse.ArgumentTypeError(
+            f"expected NOTEBOOK.NAME=VALUE (e.g. 02.T=300 or 02.TARGETS=exp,gelu), got {text!r}")
+    return notebook.strip(), name.strip(), value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     rep.add_argument("--config", type=Path, help="YAML file with any of the keys below "
                      "(model, dynamics, models, timestamps, seed, device, samples, "
-                     "calibration_samples, notebooks)")
+                     "calibration_samples, notebooks) and per-notebook sections of notebook "
+                     "parameters, e.g. '\"02\": {T: 300, TARGETS: [exp, gelu]}'")
+    rep.add_argument("--param", type=_param, action="append", default=[], metavar="NB.NAME=VALUE",
+                     help="set any parameter of one notebook, e.g. 02.T=300 or "
+                     "02.TARGETS=exp,gelu (lists are comma-separated); repeatable; checked "
+                     "against the notebook's parameters cell (see --list-params); wins over "
+                     "the general flags and --config")
+    rep.add_argument("--list-params", action="store_true",
+                     help="list every notebook parameter with its type, range and default, "
+                     "and exit")
     rep.add_argument("--model", help="model of the conversion debugger: a zoo name (see "
                      "--list-models) or a timm architecture (random weights); default digits_cnn")
     rep.add_argument("--dynamics", choices=["paper", "extended", "if"],
@@ -43,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "increasing (default 8,16,32,64,128,256)")
     rep.add_argument("--seed", type=int, help="torch seed (default 0)")
     rep.add_argument("--device", help="torch device, e.g. cpu or cuda (default cpu)")
-    rep.add_argument("--samples", type=int, help="test inputs per model (default 200)")
+    rep.add_argument("--samples", type=int, help="test inputs per model (default 200; the "
+                     "conversion debugger uses at most 64 of them unless --param 03.SAMPLES=N)")
     rep.add_argument("--calibration-samples", type=int, dest="calibration_samples",
                      help="training inputs used for calibration (default 256)")
     rep.add_argument("--notebooks", type=_str_list, help="comma-separated notebooks to run, by "
@@ -65,11 +90,33 @@ def _list_models() -> None:
           " mixer_s16_224, resmlp_12_224, vit_tiny_patch16_224 (see timm.list_models())")
 
 
+def _list_params() -> None:
+    from .notebook_params import parameter_specs
+
+    for name in NOTEBOOKS:
+        print(f"{name} (--param {name[:2]}.NAME=VALUE):")
+        for spec in parameter_specs(name).values():
+            if spec.name in ("INTERACTIVE", "METRICS_PATH"):
+                continue
+            print(f"  {spec.name:20s} {spec.describe()}; default {spec.default!r}\n"
+                  f"  {'':20s} {spec.help}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signgd-lab`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    return _report(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``signgd-lab report``: check every parameter, then run (2 = bad parameter, 1 = failed)."""
+    from .report import ReportConfig, ReportError, run_report
+
     if args.list_models:
         _list_models()
+        return 0
+    if args.list_params:
+        _list_params()
         return 0
     values = {}
     if args.config is not None:
@@ -91,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         config = ReportConfig.from_mapping(values)
         if args.quick:
             config = config.quick()
-        if config.model:
-            _check_model(config.model)
+        overrides: dict[str, dict[str, str]] = {}
+        for notebook, name, value in args.param:
+            overrides.setdefault(notebook, {})[name] = value
+        config = config.with_params(overrides)
+        config.check()
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -102,17 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 130 if "interrupted" in str(err) else 1
     return 0
-
-
-def _check_model(name: str) -> None:
-    from .zoo import list_models
-
-    if name in list_models():
-        return
-    import timm
-
-    if name not in timm.list_models():
-        raise ValueError(f"unknown model {name!r}; run `signgd-lab report --list-models`")
 
 
 if __name__ == "__main__":  # pragma: no cover

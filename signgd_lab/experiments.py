@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from .conversion import SpikingNetwork, convert
 from .dynamics import Schedule, SignGDDynamics, get_target, simulate_if_neuron, simulate_neuron
@@ -17,15 +19,69 @@ def relu1_loss(y: torch.Tensor, x: torch.Tensor | float) -> torch.Tensor:
     return torch.relu(torch.as_tensor(x) - y) + y**2 / 2
 
 
-def if_schedules(tau: float = 8.0) -> dict[str, Schedule]:
-    """The step-size schedules compared for the IF neuron in notebook 01."""
+def if_schedule(kind: str, tau: float = 8.0) -> Schedule:
+    """The IF step-size schedule ``kind`` of notebook 01 (one of ``Schedule``'s kinds):
+    inverse 1/(t+1), constant 1/tau, inverse_sqrt 1/sqrt(t), polynomial 1/t^0.75, exponential
+    0.5*0.97^(t-1)."""
     return {
-        "inverse 1/(t+1)": Schedule("inverse"),
-        f"constant 1/tau (tau={tau:g})": Schedule("constant", lr0=1.0 / tau),
-        "1/sqrt(t)": Schedule("inverse_sqrt", lr0=1.0),
-        "1/t^0.75": Schedule("polynomial", lr0=1.0, power=0.75),
-        "exponential 0.5*0.97^(t-1)": Schedule("exponential", lr0=0.5, gamma=0.97),
-    }
+        "inverse": Schedule("inverse"),
+        "constant": Schedule("constant", lr0=1.0 / tau),
+        "inverse_sqrt": Schedule("inverse_sqrt", lr0=1.0),
+        "polynomial": Schedule("polynomial", lr0=1.0, power=0.75),
+        "exponential": Schedule("exponential", lr0=0.5, gamma=0.97),
+    }[kind]
+
+
+def schedule_label(schedule: Schedule) -> str:
+    """A short formula for a schedule's step size, e.g. ``eta_t = 1/(t+1)``."""
+    lr0 = f"{schedule.lr0:g}"
+    return "eta_t = " + {
+        "inverse": "1/(t+1)",
+        "constant": lr0,
+        "inverse_sqrt": f"{lr0}/sqrt(t)",
+        "polynomial": f"{lr0}/t^{schedule.power:g}",
+        "exponential": f"{lr0}*{schedule.gamma:g}^(t-1)",
+    }[schedule.kind]
+
+
+def if_schedules(tau: float = 8.0) -> dict[str, Schedule]:
+    """The step-size schedules compared for the IF neuron in notebook 01, by display name."""
+    names = {"inverse": "inverse 1/(t+1)", "constant": f"constant 1/tau (tau={tau:g})",
+             "inverse_sqrt": "1/sqrt(t)", "polynomial": "1/t^0.75",
+             "exponential": "exponential 0.5*0.97^(t-1)"}
+    return {label: if_schedule(kind, tau) for kind, label in names.items()}
+
+
+def default_loss_steps(T: int, count: int = 6) -> list[int]:
+    """Up to ``count`` time-steps from 1 to T, spaced evenly in log (notebook 01's default)."""
+    return sorted({max(1, round(T ** (k / (count - 1)))) for k in range(count)})
+
+
+def reach_envelope(lr0: float, gamma: float, T: int) -> torch.Tensor:
+    """sum_{s<=t} eta_s = lr0 (1 - gamma^t) / (1 - gamma) for t = 1..T: the farthest a signGD
+    output estimate that starts at 0 can be from 0 after t steps (less after any step back)."""
+    return Schedule("exponential", lr0=lr0, gamma=gamma).etas(T, dtype=torch.float64).cumsum(0)
+
+
+def redraw_zero_layers(model: nn.Module, seed: int = 0) -> list[str]:
+    """Re-initialise every Linear / Conv layer whose weight is all zero (timm zero-initialises
+    the classifier of Mixer, ResMLP and gMLP, so with random weights their output is exactly
+    zero and every error relative to it is meaningless). Only for models created with random
+    weights; returns the names of the layers it re-drew (and warns)."""
+    redrawn = []
+    gen = torch.Generator().manual_seed(seed)
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and weight is not None \
+                and not weight.detach().any():
+            with torch.no_grad():
+                fan_in = weight[0].numel()
+                weight.copy_(torch.randn(weight.shape, generator=gen).to(weight) / math.sqrt(fan_in))
+            redrawn.append(name)
+    if redrawn:
+        warnings.warn(f"layer(s) {', '.join(redrawn)} were initialised to zero (the ANN output "
+                      "would be all zero); re-drawn at random, std 1/sqrt(fan_in)", stacklevel=2)
+    return redrawn
 
 
 def if_error_vs_T(schedules: dict[str, Schedule], Ts: Sequence[int], points: int = 201

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 import matplotlib
 import torch
@@ -12,56 +13,84 @@ from ..conversion import SpikingNetwork
 from ..probes import LayerErrorTable, SpikeStats, TraceProbe
 
 
-def layer_heatmap(table: LayerErrorTable, metric: str = "rel_l2") -> Figure:
-    """Layer x time-step heatmap of one error metric (log colour scale), values annotated."""
-    data = getattr(table, metric).clamp_min(1e-6)
+def _titled(context: str, title: str) -> str:
+    return f"{context}: {title}" if context else title
+
+
+def color_range(data: torch.Tensor, low: float = 0.05, high: float = 0.95,
+                floor: float = 1e-6) -> tuple[float, float]:
+    """(vmin, vmax) of a log colour scale from quantiles of the finite values, so one
+    degenerate row (all zero, or huge) cannot squeeze every other row into one colour."""
+    finite = data[torch.isfinite(data)].double().clamp_min(floor).flatten()
+    if finite.numel() == 0:
+        return floor, 1.0
+    vmin, vmax = float(finite.quantile(low)), float(finite.quantile(high))
+    if vmax <= vmin:
+        vmin, vmax = float(finite.min()), float(finite.max())
+    if vmax <= vmin:
+        vmax = vmin * 10
+    return vmin, vmax
+
+
+def layer_heatmap(table: LayerErrorTable, metric: str = "rel_l2", context: str = "") -> Figure:
+    """Layer x time-step heatmap of one error metric (log colour scale clipped to the 5-95 %
+    quantiles, so one degenerate row cannot dominate), values annotated; ``context`` (e.g.
+    the model and dynamics) prefixes the title."""
+    raw = getattr(table, metric)
+    data = raw.clamp_min(1e-6)
+    vmin, vmax = color_range(raw)
     fig = Figure(figsize=(1.2 * len(table.timestamps) + 3.5, 0.32 * len(table.layers) + 1.6),
                  layout="constrained")
     ax = fig.subplots()
-    im = ax.imshow(data, aspect="auto", cmap="magma_r", norm=LogNorm(vmin=float(data.min()),
-                                                                    vmax=float(data.max())))
+    norm = LogNorm(vmin=vmin, vmax=vmax, clip=True)
+    im = ax.imshow(data, aspect="auto", cmap="magma_r", norm=norm)
     ax.set_xticks(range(len(table.timestamps)), [str(t) for t in table.timestamps])
     ax.set_yticks(range(len(table.layers)), table.layers, fontsize=7)
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
-            ax.text(j, i, f"{data[i, j]:.2g}", ha="center", va="center", fontsize=6,
-                    color="white" if data[i, j] > data.mean() else "black")
+            ax.text(j, i, f"{float(raw[i, j]):.2g}", ha="center", va="center", fontsize=6,
+                    color="white" if float(norm(float(data[i, j]))) > 0.6 else "black")
     ax.set_xlabel("T (time-steps)")
-    ax.set_title(f"{metric} of each layer against the ANN")
-    fig.colorbar(im, ax=ax, label=metric)
+    ax.set_ylabel("layer (input at the top, output at the bottom)")
+    ax.set_title(_titled(context, f"{metric} of each layer against the ANN"))
+    fig.colorbar(im, ax=ax, label=f"{metric} (colours clipped to the 5-95 % range)",
+                 extend="both")
     return fig
 
 
-def layer_heatmap_plotly(table: LayerErrorTable, metric: str = "rel_l2"):
-    """Interactive plotly heatmap; hovering shows layer, target, T and the error."""
+def layer_heatmap_plotly(table: LayerErrorTable, metric: str = "rel_l2", context: str = ""):
+    """Interactive plotly heatmap; hovering shows layer, target, T and the error; the colour
+    bar is labelled in powers of ten and clipped to the 5-95 % quantiles."""
     import plotly.graph_objects as go
 
     data = getattr(table, metric)
+    vmin, vmax = color_range(data)
+    lo, hi = math.log10(vmin), math.log10(vmax)
+    ticks = list(range(math.floor(lo), math.ceil(hi) + 1)) or [round(lo)]
     hover = [[f"layer {l}<br>target {table.targets[i]}<br>T {t}<br>{metric} {data[i, j]:.4g}"
               for j, t in enumerate(table.timestamps)] for i, l in enumerate(table.layers)]
-    fig = go.Figure(go.Heatmap(z=torch.log10(data.clamp_min(1e-6)).tolist(),
-                               x=[str(t) for t in table.timestamps], y=table.layers,
-                               text=hover, hoverinfo="text", colorscale="Magma", reversescale=True,
-                               colorbar=dict(title=f"log10 {metric}")))
-    fig.update_layout(title=f"{metric} per layer and T (hover for values)", height=max(320, 22 * len(table.layers)),
-                      yaxis=dict(autorange="reversed"), margin=dict(l=160, r=20, t=50, b=40))
+    fig = go.Figure(go.Heatmap(
+        z=torch.log10(data.clamp_min(1e-6)).tolist(), zmin=lo, zmax=hi,
+        x=[str(t) for t in table.timestamps], y=table.layers, text=hover, hoverinfo="text",
+        colorscale="Magma", reversescale=True,
+        colorbar=dict(title=metric, tickvals=ticks, ticktext=[f"1e{k}" for k in ticks])))
+    fig.update_layout(title=_titled(context, f"{metric} per layer and T (hover for values)"),
+                      height=max(320, 22 * len(table.layers)),
+                      xaxis=dict(title="T (time-steps)", type="category"),
+                      yaxis=dict(title="layer (input at the top)", autorange="reversed"),
+                      margin=dict(l=160, r=20, t=50, b=50))
     return fig
 
 
-_PLOTLY_JS_SHOWN = [False]
-
-
 def show_plotly(fig) -> None:
-    """Display a plotly figure as self-contained HTML (plotly.js embedded once per kernel), so
-    it survives nbconvert and works offline."""
+    """Display a plotly figure as self-contained HTML with its own copy of plotly.js, so every
+    output works on its own: after a browser reload, in nbconvert's HTML, and offline."""
     from IPython.display import HTML, display
 
-    include = not _PLOTLY_JS_SHOWN[0]
-    _PLOTLY_JS_SHOWN[0] = True
-    display(HTML(fig.to_html(include_plotlyjs=include, full_html=False)))
+    display(HTML(fig.to_html(include_plotlyjs=True, full_html=False)))
 
 
-def error_vs_T_per_layer(table: LayerErrorTable, metric: str = "rel_l2") -> Figure:
+def error_vs_T_per_layer(table: LayerErrorTable, metric: str = "rel_l2", context: str = "") -> Figure:
     """Log-log error against T, one line per layer (the output thick and black)."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -76,14 +105,16 @@ def error_vs_T_per_layer(table: LayerErrorTable, metric: str = "rel_l2") -> Figu
                       label=name if n <= 12 else None)
     ax.set_xlabel("T")
     ax.set_ylabel(metric)
-    ax.set_title("Error against T per layer (colour: depth)")
+    ax.set_title(_titled(context, "error against T per layer (colour: depth)"))
     ax.legend(fontsize=6, ncol=2)
     return fig
 
 
 def activation_scatter(ann: torch.Tensor, snn: torch.Tensor, layer: str, T: int,
-                       max_points: int = 4000) -> Figure:
-    """ANN activation against the SNN's decoded activation for one layer at one T."""
+                       max_points: int = 4000, context: str = "") -> Figure:
+    """ANN activation against the SNN's decoded activation for one layer at one T (at most
+    ``max_points`` points, evenly subsampled; the title says so)."""
+    total = ann.numel()
     a, s = ann.flatten(), snn.flatten()
     if a.numel() > max_points:
         idx = torch.linspace(0, a.numel() - 1, max_points).long()
@@ -95,37 +126,47 @@ def activation_scatter(ann: torch.Tensor, snn: torch.Tensor, layer: str, T: int,
     ax.plot([lo, hi], [lo, hi], color="tab:red", lw=1, label="y = x")
     ax.set_xlabel("ANN activation")
     ax.set_ylabel(f"SNN decoded estimate at T={T}")
-    ax.set_title(f"{layer}: ANN vs SNN at T={T}")
+    shown = f" ({a.numel()} of {total} values)" if a.numel() < total else ""
+    ax.set_title(_titled(context, f"{layer}: ANN vs SNN at T={T}{shown}"), fontsize=9)
     ax.legend(fontsize=8)
     return fig
 
 
 def membrane_traces(probe: TraceProbe, targets: torch.Tensor | None = None,
-                    bound: float | None = None) -> Figure:
-    """Membrane v_t of the probed neurons (with their ANN targets dashed) and their spikes."""
+                    envelope: torch.Tensor | None = None, context: str = "") -> Figure:
+    """Membrane v_t of the probed neurons (one colour, line style and marker each; each ANN
+    target as a diamond of the same colour at the right edge), the reachable envelope
+    ``+-envelope[t]`` (signGD: lr0 (1 - gamma^t) / (1 - gamma)) dotted, and the spikes."""
     v, s = probe.v, probe.spikes
     t = torch.arange(1, v.shape[0] + 1)
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    fig = Figure(figsize=(9, 4.8), layout="constrained")
     ax, ax_s = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    styles = ["-", "--", "-.", ":"]
+    markers = ["o", "s", "^", "v", "D", "x", "P", "*"]
+    every = max(1, v.shape[0] // 8)
     for k in range(v.shape[1]):
-        line, = ax.plot(t, v[:, k], lw=1, label=f"neuron {int(probe.indices[k])}")
+        line, = ax.plot(t, v[:, k], lw=1.1, ls=styles[k % len(styles)],
+                        marker=markers[k % len(markers)], markevery=(k % every, every), ms=4,
+                        label=f"neuron {int(probe.indices[k])}")
         if targets is not None:
-            ax.axhline(float(targets[k]), color=line.get_color(), ls="--", lw=0.8)
+            ax.plot([t[-1] * 1.02], [float(targets[k])], marker="D", ms=7, color=line.get_color(),
+                    markeredgecolor="black", clip_on=False, ls="none")
         fired = s[:, k] > 0
         ax_s.scatter(t[fired], torch.full((int(fired.sum()),), k), s=4, color=line.get_color())
-    if bound is not None:
-        for b in (bound, -bound):
-            ax.axhline(b, color="gray", ls=":", lw=0.8)
-    ax.set_ylabel("membrane v_t (dashed: ANN target)")
-    ax.set_title(f"Membrane traces of layer {probe.layer} (dotted: reachable range)")
-    ax.legend(fontsize=7, ncol=3)
-    ax_s.set_yticks(range(v.shape[1]))
+    if envelope is not None:
+        env = envelope[: v.shape[0]]
+        ax.plot(t, env, color="gray", ls=":", lw=1, label="reachable: +-sum of steps so far")
+        ax.plot(t, -env, color="gray", ls=":", lw=1)
+    ax.set_ylabel("membrane v_t (diamonds: ANN targets)")
+    ax.set_title(_titled(context, f"membrane traces of layer {probe.layer}"), fontsize=10)
+    ax.legend(fontsize=7, ncol=4)
+    ax_s.set_yticks(range(v.shape[1]), [str(int(i)) for i in probe.indices], fontsize=7)
     ax_s.set_ylabel("spikes")
     ax_s.set_xlabel("t")
     return fig
 
 
-def firing_rates(stats: SpikeStats) -> Figure:
+def firing_rates(stats: SpikeStats, context: str = "") -> Figure:
     """Firing rate (spikes per neuron per step) of every layer."""
     names = list(stats.firing_rate)
     fig = Figure(figsize=(8, 0.28 * len(names) + 1.5), layout="constrained")
@@ -134,8 +175,9 @@ def firing_rates(stats: SpikeStats) -> Figure:
     ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel(f"firing rate (spikes / neuron / step), T={stats.T}")
-    ax.set_title(f"Firing rates; SOPs {stats.sops:.3g}/sample, energy {stats.snn_energy_uj:.3g} uJ "
-                 f"(ANN {stats.ann_energy_uj:.3g} uJ)", fontsize=9)
+    ax.set_title(_titled(context, f"firing rates; SOPs {stats.sops:.3g}/sample, energy "
+                         f"{stats.snn_energy_uj:.3g} uJ (ANN {stats.ann_energy_uj:.3g} uJ)"),
+                 fontsize=9)
     return fig
 
 
@@ -149,5 +191,5 @@ def replaced_ops_table(snn: SpikingNetwork) -> str:
     return f"<table>{head}{rows}</table>"
 
 
-__all__ = ["activation_scatter", "error_vs_T_per_layer", "firing_rates", "layer_heatmap",
+__all__ = ["activation_scatter", "color_range", "error_vs_T_per_layer", "firing_rates", "layer_heatmap",
            "layer_heatmap_plotly", "membrane_traces", "replaced_ops_table", "show_plotly"]

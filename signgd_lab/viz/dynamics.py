@@ -8,7 +8,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..dynamics import SignGDDynamics, Trajectory, get_target, simulate_neuron
-from ..experiments import TargetErrors, default_grid, relu1_loss
+from ..experiments import TargetErrors, default_grid, reach_envelope, relu1_loss
 
 
 def if_trajectory(tr: Trajectory, index: int = 0, title: str = "") -> Figure:
@@ -26,7 +26,7 @@ def if_trajectory(tr: Trajectory, index: int = 0, title: str = "") -> Figure:
     spikes = tr.spikes[:, index] > 0
     ax_s.vlines(t[spikes], 0, 1, color="black", lw=1)
     ax_s.set_yticks([])
-    ax_s.set_ylabel("spikes")
+    ax_s.set_ylabel("spikes\n(v steps up)", fontsize=8)
     ax_s.set_xlabel("time-step t")
     return fig
 
@@ -89,7 +89,8 @@ def signgd_trajectories(targets: Sequence[str], x: float, T: int,
         ax.plot(t, tr.v[:, 0], color="tab:blue", lw=1.2, label="v_t")
         ax.axhline(tr.target_value[0].item(), color="tab:red", ls="--", label="target")
         fired = tr.spikes[:, 0] > 0
-        ax.scatter(t[fired], tr.v[fired, 0], s=6, color="black", zorder=3, label="spike")
+        ax.scatter(t[fired], tr.v[fired, 0], s=6, color="black", zorder=3,
+                   label="spike (v steps down)")
         label = f"x={x:g}" if arity == 1 else f"x1={x:g}, x2={abs(x) / 2 + 0.5:g}"
         ax.set_title(f"{name}  ({label})", fontsize=9)
         ax.set_xlabel("t")
@@ -101,21 +102,30 @@ def signgd_trajectories(targets: Sequence[str], x: float, T: int,
 
 def signgd_approximation(targets: Sequence[str], T: int,
                          dynamics: SignGDDynamics | None = None) -> Figure:
-    """v_T(x) against g(x) over each unary target's grid."""
+    """v_T(x) against g(x) over each unary target's grid, and below each the residual
+    v_T(x) - g(x) (where the two curves coincide, only the residual shows the error)."""
     targets = [t for t in targets if get_target(t).arity == 1]
     cols = min(3, len(targets))
     rows = (len(targets) + cols - 1) // cols
-    fig = Figure(figsize=(4 * cols, 2.8 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).flatten()
-    for ax, name in zip(axes, targets):
+    fig = Figure(figsize=(4 * cols, 3.8 * rows), layout="constrained")
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[2, 1] * rows)
+    for k, name in enumerate(targets):
+        r, c = divmod(k, cols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        ax_res = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
         x = default_grid(name, 201)
         tr = simulate_neuron(name, x, T, dynamics)
-        ax.plot(x, tr.target_value, color="tab:red", lw=2, label="g(x)")
-        ax.plot(x, tr.v[-1], color="tab:blue", lw=1, label=f"v_T, T={T}")
+        ax.plot(x, tr.target_value, color="tab:red", lw=2.5, label="g(x)")
+        ax.plot(x, tr.v[-1], color="tab:blue", lw=1, ls="--", label=f"v_T, T={T}")
         ax.set_title(name, fontsize=9)
-    for ax in axes[len(targets):]:
-        ax.set_visible(False)
-    axes[0].legend(fontsize=7)
+        ax.tick_params(labelbottom=False)
+        ax_res.plot(x, tr.v[-1] - tr.target_value, color="tab:purple", lw=1)
+        ax_res.axhline(0, color="gray", lw=0.5)
+        ax_res.set_ylabel("v_T - g", fontsize=8)
+        ax_res.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax_res.set_xlabel("x", fontsize=8)
+        if k == 0:
+            ax.legend(fontsize=7)
     return fig
 
 
@@ -128,8 +138,9 @@ def target_errors(res: TargetErrors) -> Figure:
         ax_mean.loglog(res.Ts, res.mean_error[name], marker="o", label=name)
     ax_max.set_title("max |v_T - g(x)| over the grid")
     ax_mean.set_title("mean |v_T - g(x)| over the grid")
+    ax_max.set_ylabel("error (log scale)")
     for ax in (ax_max, ax_mean):
-        ax.set_xlabel("T")
+        ax.set_xlabel("T (log scale)")
     ax_max.legend(fontsize=7, ncol=2)
     return fig
 
@@ -150,19 +161,23 @@ def lr_gamma_figure(errors: torch.Tensor, lr0s: Sequence[float], gammas: Sequenc
 
 
 def range_bound_figure(x: float, T: int, settings: Sequence[tuple[float, float]]) -> Figure:
-    """ReLU neurons fed an input beyond reach: v_t saturates at sum(eta) = lr0 / (1 - gamma)."""
+    """ReLU neurons fed an input beyond reach: v_t follows the envelope
+    sum_{s<=t} eta_s = lr0 (1 - gamma^t) / (1 - gamma) (dotted) and saturates at its limit
+    lr0 / (1 - gamma)."""
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
     t = torch.arange(1, T + 1)
-    for lr0, gamma in settings:
+    styles = ["-", "--", "-."]
+    for k, (lr0, gamma) in enumerate(settings):
         dyn = SignGDDynamics(lr0=lr0, gamma=gamma)
         tr = simulate_neuron("relu", torch.tensor([x], dtype=torch.float64), T, dyn)
-        line, = ax.plot(t, tr.v[:, 0], label=f"lr0={lr0:g}, gamma={gamma:g}")
-        ax.axhline(dyn.output_bound, color=line.get_color(), ls=":", lw=1)
+        line, = ax.plot(t, tr.v[:, 0], lw=2, ls=styles[k % len(styles)],
+                        label=f"lr0={lr0:g}, gamma={gamma:g} (limit {dyn.output_bound:.3g})")
+        ax.plot(t, reach_envelope(lr0, gamma, T), color=line.get_color(), ls=":", lw=1)
     ax.axhline(x, color="tab:red", ls="--", label=f"target relu(x) = {x:g}")
     ax.set_xlabel("t")
     ax.set_ylabel("v_t")
-    ax.set_title("Output range: |v_t| <= sum(eta) = lr0 / (1 - gamma) (dotted)")
+    ax.set_title("Reach after t steps: lr0 (1 - gamma^t) / (1 - gamma) (dotted)", fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
