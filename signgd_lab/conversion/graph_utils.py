@@ -89,7 +89,9 @@ _OPERATOR_NAMES = {operator.add: "add", operator.sub: "sub", operator.mul: "mul"
                    operator.getitem: "getitem", operator.matmul: "matmul", operator.pow: "pow",
                    operator.abs: "abs", getattr: "getattr", operator.iadd: "add",
                    operator.isub: "sub", operator.imul: "mul", operator.itruediv: "div",
-                   operator.floordiv: "floordiv", operator.mod: "mod"}
+                   operator.floordiv: "floordiv", operator.mod: "mod", operator.gt: "gt",
+                   operator.lt: "lt", operator.ge: "ge", operator.le: "le", operator.eq: "eq",
+                   operator.ne: "ne"}
 
 
 def op_name(node: fx.Node) -> str | None:

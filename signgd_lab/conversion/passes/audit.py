@@ -47,9 +47,18 @@ def _record(gm: fx.GraphModule, x: torch.Tensor) -> dict[fx.Node, object]:
     return rec.values
 
 
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-6)
+def _rel(a: torch.Tensor, b: torch.Tensor, scale: float = 0.0) -> float:
+    """max |a - b| relative to the largest magnitude of a, b and ``scale``."""
+    scale = max(a.abs().max().item(), b.abs().max().item(), scale, 1e-6)
     return (a - b).abs().max().item() / scale
+
+
+def _input_scale(node: fx.Node, values: dict[fx.Node, object]) -> float:
+    """The largest magnitude among a node's tensor inputs (rounding in a reduction is relative
+    to its inputs, not to a result that cancels to about zero)."""
+    return max([v.abs().max().item() for n in node.all_input_nodes
+                if isinstance(v := values.get(n), torch.Tensor) and v.numel()
+                and v.is_floating_point()] + [0.0])
 
 
 def _run_node(gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, object]) -> object:
@@ -105,7 +114,7 @@ def _batch_mixing(gm: fx.GraphModule, samples: torch.Tensor,
         for i, run in enumerate(alone):
             single = run.get(node)
             if isinstance(single, torch.Tensor) and single.shape == value[i:i + 1].shape and \
-                    _rel(value[i:i + 1], single) > _TOLERANCE:
+                    _rel(value[i:i + 1], single, _input_scale(node, together)) > _TOLERANCE:
                 return (f"{describe(gm, node)}: mixes the samples of a batch (sample {i}'s values "
                         "differ alone and in a batch); the simulation stacks time steps on the "
                         "batch dim, so no op may reduce or index over it")
