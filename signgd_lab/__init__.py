@@ -28,9 +28,10 @@ _EXPORTS = {
                      "simulate_neuron"), "dynamics"),
     **dict.fromkeys(("LayerErrorTable", "SpikeStats", "TraceProbe", "layer_errors", "spike_stats",
                      "spike_stats_over_T"), "probes"),
+    **dict.fromkeys(("EvaluationResult", "evaluate"), "evaluation"),
 }
-_SUBMODULES = ("conversion", "dynamics", "experiments", "notebook_params", "probes", "report",
-               "viz", "zoo")
+_SUBMODULES = ("conversion", "dynamics", "evaluation", "experiments", "notebook_params", "probes",
+               "report", "viz", "zoo")
 
 __all__ = sorted([*_EXPORTS, "zoo"])
 
@@ -57,5 +58,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
                              list_handlers, list_recipes)
     from .dynamics import (IFDynamics, Schedule, SignGDDynamics, Target, Trajectory, get_target,
                            list_targets, register_target, simulate_if_neuron, simulate_neuron)
+    from .evaluation import EvaluationResult, evaluate
     from .probes import (LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats,
                          spike_stats_over_T)

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "32 samples, two models")
     rep.add_argument("--list-models", action="store_true",
                      help="list the models MODEL accepts and exit")
+    _add_evaluate_parser(sub)
     return parser
 
 
@@ -105,7 +106,7 @@ def _list_params() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``signgd-lab`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    return _report(args)
+    return _evaluate(args) if args.command == "evaluate" else _report(args)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -151,6 +152,110 @@ def _report(args: argparse.Namespace) -> int:
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 130 if "interrupted" in str(err) else 1
+    return 0
+
+
+_EVALUATE_KEYS = ("model", "data", "dynamics", "timestamps", "calibration_samples", "batch_size",
+                  "device", "out", "seed", "pretrained", "weights", "trust_model_file",
+                  "image_size", "mean", "std", "workers", "append", "save_network", "restart",
+                  "limit")
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="accuracy of the converted network over a whole data set at several T",
+        description="Convert a model once, then measure ANN and SNN top-1 (top-5 with more than "
+                    "10 classes) at every T over the whole evaluation split, from one anytime "
+                    "run per batch; writes OUT/results.json and OUT/results.md. Under torchrun "
+                    "(--nproc-per-node N, or several nodes) the batches are shared by the "
+                    "processes and the counts summed (gloo on CPU, nccl on CUDA). A killed run "
+                    "restarted with the same arguments continues where it stopped.")
+    ev.add_argument("--model", help="a zoo name, timm:NAME, module.path:factory (imported from "
+                    "the working directory), a file written by torch.save(model) (needs "
+                    "--trust-model-file) or a network saved by --save-network")
+    ev.add_argument("--data", help="digits (default); an image folder (DIR/train + DIR/val, or one "
+                    "tree of class folders); torchvision:NAME:ROOT (already downloaded); a .pt "
+                    "file holding (x, y)")
+    ev.add_argument("--dynamics", choices=["paper", "extended", "if"], help="default paper")
+    ev.add_argument("--timestamps", type=_int_list, help="comma-separated T, strictly increasing "
+                    "(default 8,32,128)")
+    ev.add_argument("--calibration-samples", type=int, dest="calibration_samples",
+                    help="training samples drawn (seeded) for calibration (default 256)")
+    ev.add_argument("--batch-size", type=int, dest="batch_size", help="default 64")
+    ev.add_argument("--device", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK); default cpu")
+    ev.add_argument("--out", help="output folder (default: evaluation)")
+    ev.add_argument("--config", type=Path, help="YAML file with any of the flags as keys "
+                    "(underscores: calibration_samples, batch_size, ...); flags win")
+    ev.add_argument("--seed", type=int, help="seed of the calibration sample and of random "
+                    "initialisations (default 0)")
+    ev.add_argument("--pretrained", action="store_true", default=None,
+                    help="timm models: timm's pretrained weights (hub or local cache)")
+    ev.add_argument("--weights", help="state dict (.pt/.pth, loaded with weights_only=True) or "
+                    ".safetensors file for the model")
+    ev.add_argument("--trust-model-file", action="store_true", default=None,
+                    dest="trust_model_file", help="allow loading a pickled model file (this "
+                    "runs code stored in the file)")
+    ev.add_argument("--image-size", type=int, dest="image_size",
+                    help="resize/crop images to this size (default: the model's config)")
+    ev.add_argument("--mean", type=_float_list, help="per-channel mean, e.g. 0.485,0.456,0.406")
+    ev.add_argument("--std", type=_float_list, help="per-channel std, e.g. 0.229,0.224,0.225")
+    ev.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
+    ev.add_argument("--append", help="also append the results as one JSON line to this file")
+    ev.add_argument("--save-network", dest="save_network",
+                    help="save the converted network here (evaluate it again with --model FILE "
+                    "--trust-model-file, without calibration)")
+    ev.add_argument("--restart", action="store_true", default=None,
+                    help="ignore partial counts of an earlier interrupted run")
+    ev.add_argument("--limit", type=int, help="evaluate only the first N samples (quick runs)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``signgd-lab evaluate``: 2 = bad arguments or spec, 1 = failed, 0 = done."""
+    values: dict = {}
+    if args.config is not None:
+        import yaml
+
+        if not args.config.exists():
+            print(f"error: config file {args.config} does not exist", file=sys.stderr)
+            return 2
+        loaded = yaml.safe_load(args.config.read_text()) or {}
+        unknown = sorted(set(loaded) - set(_EVALUATE_KEYS)) if isinstance(loaded, dict) else None
+        if unknown is None or unknown:
+            print(f"error: {args.config} must hold a mapping with keys among "
+                  f"{', '.join(_EVALUATE_KEYS)}" + (f"; unknown: {unknown}" if unknown else ""),
+                  file=sys.stderr)
+            return 2
+        values.update(loaded)
+    values.update({k: getattr(args, k) for k in _EVALUATE_KEYS if getattr(args, k) is not None})
+    if not values.get("model"):
+        print("error: --model is required (or model: in --config)", file=sys.stderr)
+        return 2
+    values.setdefault("out", "evaluation")
+    import os
+
+    from .conversion import ConversionError
+    from .evaluation import evaluate
+    from .zoo.errors import SpecError
+
+    try:
+        result = evaluate(**values, progress=not args.no_progress)
+    except (SpecError, ConversionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        print(f"error: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(result.markdown(), flush=True)
+        print(f"written to {values['out']}/results.json and results.md", flush=True)
     return 0
 
 

@@ -47,7 +47,8 @@ def test_neuron_docstrings_state_their_equations():
     assert "a_hat[n, k] * b_hat[k, m]" in ProductSumNeurons.__doc__
 
 
-LAYERS = {"dynamics": 0, "zoo": 0, "conversion": 1, "probes": 2, "experiments": 3, "viz": 3,
+LAYERS = {"dynamics": 0, "zoo": 0, "conversion": 1, "probes": 2, "evaluation": 2,
+          "experiments": 3, "viz": 3,
           "report": 4, "cli": 5}
 
 
