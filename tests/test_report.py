@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from signgd_lab.cli import build_parser, main
-from signgd_lab.report import NOTEBOOKS, ReportConfig, ReportError, run_report
+from signgd_lab.report import (NOTEBOOKS, ReportConfig, ReportError, external_resources,
+                               render_html, run_report)
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +27,39 @@ def metrics(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.metrics.json").read_text())
 
 
+def visible_text(page: str) -> str:
+    """The text a reader sees: scripts, styles and tags removed."""
+    page = re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S | re.I)
+    return re.sub(r"<[^>]+>", " ", page)
+
+
+RAW_MATH = re.compile(r"\$[^$\n]+\$|\\(hat|mathrm|eta|gamma|sum|frac|cdot|le|to)\b")
+
+
+def assert_offline_and_readable(page: str) -> None:
+    """No script, stylesheet or image from the network; no formula left as raw LaTeX."""
+    assert external_resources(page) == []
+    assert "x-mathjax-config" not in page and "MathJax.Hub" not in page
+    raw = RAW_MATH.findall(visible_text(page))
+    assert not raw, raw[:5]
+
+
 @pytest.mark.notebook
 def test_report_has_every_notebook_and_progress(report):
     out, lines = report
+    index = (out / "index.html").read_text()
     for name in NOTEBOOKS:
         page = (out / f"{name}.html").read_text()
         assert "data:image/png;base64" in page
         assert "import signgd_lab as sl" not in page and "METRICS_PATH =" not in page  # no code
-        assert f"{name}.html" in (out / "index.html").read_text()
+        assert_offline_and_readable(page)
+        assert page.count('href="index.html"') == 2  # back to the index, top and bottom
+        assert '"output_rel_l2"' not in page and '"T_list"' not in page  # no JSON dump
+        assert f"{name}.html" in index
         assert any(line.startswith("[") and name in line and "done" in line for line in lines)
+    # the index lists each notebook's title and one-line summary
+    assert "A spiking neuron is an optimizer" in index and "subgradient method" in index
+    assert "Conversion debugger" in index and "at most 64 test inputs" in index
     meta = json.loads((out / "report.json").read_text())
     assert meta["parameters"]["timestamps"] == [8, 32, 128] and "torch" in meta["versions"]
     assert not list(out.parent.glob(".reports.partial-*"))  # staging folder swapped in
@@ -68,13 +93,14 @@ def test_accuracy_notebook_compares_paper_if_extended(report):
     assert cnn_paper["accuracy"][-1] >= cnn_paper["ann_accuracy"] - 0.05
 
 
-CHECK = """<script>
+CHECK = r"""<script>
 window.addEventListener('load', () => setTimeout(() => {
   const imgs = [...document.images];
   document.body.setAttribute('data-check', JSON.stringify({
     images: imgs.length, decoded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
     plots: document.querySelectorAll('.js-plotly-plot').length,
-    drawn: document.querySelectorAll('.js-plotly-plot svg.main-svg').length}));
+    drawn: document.querySelectorAll('.js-plotly-plot svg.main-svg').length,
+    raw_math: /\$[^$\n]+\$|\\(hat|mathrm|eta|gamma|frac)\b/.test(document.body.innerText)}));
 }, 500));
 </script></body>"""
 
@@ -95,6 +121,7 @@ def test_report_figures_are_drawn_in_headless_chromium(report, tmp_path):
         dom = subprocess.run(
             [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: nothing resolves
              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
              "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
         found = re.search(r'data-check="([^"]*)"', dom)
@@ -102,6 +129,7 @@ def test_report_figures_are_drawn_in_headless_chromium(report, tmp_path):
         check = json.loads(found.group(1).replace("&quot;", '"'))
         assert check["images"] >= 1 and check["decoded"] == check["images"], (name, check)
         assert check["drawn"] >= check["plots"], (name, check)
+        assert not check["raw_math"], (name, check)
         if name == "03_conversion_debugger":
             assert check["plots"] == 1 and check["drawn"] >= 1
 
@@ -166,3 +194,131 @@ def test_console_script_is_installed():
     assert exe.exists()
     res = subprocess.run([str(exe), "report", "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "--timestamps" in res.stdout
+
+
+def test_rendered_page_is_offline_with_a_back_link(tmp_path):
+    """A small executed notebook (markdown formulas, a plotly figure) renders with nothing
+    loaded from the network, a link back to the index and its formulas as text."""
+    import nbformat
+    import plotly.graph_objects as go
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(
+        "# Page\n\nstep η<sub>t</sub> = lr<sub>0</sub> γ<sup>t−1</sup>"))
+    cell = nbformat.v4.new_code_cell("fig")
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4]))
+    cell.outputs = [nbformat.v4.new_output(
+        "display_data", data={"text/html": fig.to_html(include_plotlyjs=True, full_html=False)})]
+    nb.cells.append(cell)
+    nbformat.write(nb, tmp_path / "page.ipynb")
+    render_html(tmp_path / "page.ipynb", tmp_path / "page.html")
+    page = (tmp_path / "page.html").read_text()
+    assert_offline_and_readable(page)
+    assert "γ<sup>t−1</sup>" in page and page.count('href="index.html"') == 2
+    assert "Plotly.newPlot" in page and "fig" not in visible_text(page).split()  # no code
+    # the check itself catches what it must
+    assert external_resources('<script src="https://cdn.example/x.js"></script>')
+    assert RAW_MATH.search(visible_text("<p>$\\hat x_t$</p>"))
+
+
+def test_import_is_lazy():
+    """``import signgd_lab`` and ``signgd-lab --help`` load neither torch nor timm,
+    torchvision or scikit-learn."""
+    code = """
+import json, sys
+import signgd_lab
+after_import = [m for m in ("torch", "timm", "torchvision", "sklearn") if m in sys.modules]
+from signgd_lab.cli import main
+try:
+    main(["report", "--help"])
+except SystemExit:
+    pass
+after_help = [m for m in ("torch", "timm", "torchvision", "sklearn") if m in sys.modules]
+import signgd_lab as sl
+sl.simulate_neuron
+after_use = [m for m in ("timm", "torchvision", "sklearn") if m in sys.modules]
+print(json.dumps([after_import, after_help, after_use, "torch" in sys.modules]))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    after_import, after_help, after_use, torch_loaded = json.loads(res.stdout.splitlines()[-1])
+    assert after_import == [] and after_help == [] and after_use == []
+    assert torch_loaded  # a name is imported when it is used
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--param", "02.T=0"], "02_signgd_nonlinearities: T=0: 0 is outside [1, 100000]"),
+    (["--param", "02.TARGETS=max"], "target 'max' takes 2 input(s)"),
+    (["--param", "02.TARGETS=exp,foo"], "unknown target 'foo'"),
+    (["--param", "01.SCHEDULE=cosine"], "is not one of inverse, constant, inverse_sqrt"),
+    (["--param", "01.T=16", "--param", "01.LOSS_STEPS=1,32"], "32 is outside [1, T=16]"),
+    (["--param", "01.X=abc"], "X expects float"),
+    (["--param", "02.NOPE=1"], "02_signgd_nonlinearities has no parameter(s) NOPE"),
+    (["--param", "03.INTERACTIVE=true"], "set by the report itself"),
+    (["--param", "03.SCATTER_T=5"], "5 must be one of TIMESTAMPS"),
+    (["--param", "07.T=5"], "unknown notebook '07'"),
+    (["--models", "digits_cnn,foo"], "unknown model(s) 'foo'"),
+    (["--model", "no_such_arch"], "MODEL='no_such_arch': unknown model"),
+    (["--device", "cuda"], "CUDA is not available"),
+])
+def test_bad_parameters_exit_2_before_anything_runs(tmp_path, capsys, monkeypatch, argv, message):
+    if "cuda" in argv and _cuda():
+        pytest.skip("this machine has CUDA: --device cuda is valid here")
+    import signgd_lab.report as report
+
+    monkeypatch.setattr(report, "run_report", lambda *a, **k: pytest.fail("the report ran"))
+    assert main(["report", "--out", str(tmp_path / "r"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_malformed_param_flag_is_an_argument_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--param", "02.T"])
+    assert exit_.value.code == 2 and "expected NOTEBOOK.NAME=VALUE" in capsys.readouterr().err
+
+
+def test_every_notebook_parameter_is_reachable_and_typed(tmp_path, capsys, monkeypatch):
+    """--param, per-notebook --config sections and the general flags reach the notebooks,
+    typed by each notebook's parameters cell; --param wins; defaults that depend on T follow T."""
+    import signgd_lab.report as report
+
+    seen = {}
+    monkeypatch.setattr(report, "run_report",
+                        lambda config, out, log: seen.update(config.check()))
+    cfg = tmp_path / "params.yaml"
+    cfg.write_text("timestamps: [8, 64]\n02:\n  T: 300\n  TARGETS: [exp]\n"
+                   "01_neuron_as_optimizer:\n  SCHEDULE: polynomial\n")
+    assert main(["report", "--config", str(cfg), "--param", "02.TARGETS=exp,gelu",
+                 "--param", "01.T=16", "--param", "03.SAMPLES=100", "--param", "04.MODES=paper"]) == 0
+    assert seen["02_signgd_nonlinearities"]["T"] == 300
+    assert seen["02_signgd_nonlinearities"]["TARGETS"] == ["exp", "gelu"]  # --param wins
+    assert seen["02_signgd_nonlinearities"]["T_LIST"] == [8, 64]  # general flag
+    assert seen["01_neuron_as_optimizer"]["SCHEDULE"] == "polynomial"
+    assert seen["01_neuron_as_optimizer"]["T"] == 16 and seen["01_neuron_as_optimizer"]["LOSS_STEPS"] == []
+    assert seen["03_conversion_debugger"]["SAMPLES"] == 100 and seen["03_conversion_debugger"]["SCATTER_T"] == 0
+    assert seen["04_accuracy_vs_timesteps"]["MODES"] == ["paper"]
+    # every schedule the package has is selectable in 01
+    from signgd_lab.dynamics.schedules import SCHEDULE_KINDS
+    from signgd_lab.notebook_params import parameter_specs
+
+    assert set(parameter_specs("01_neuron_as_optimizer")["SCHEDULE"].choices) == set(SCHEDULE_KINDS)
+
+
+def test_every_parameter_has_rules():
+    """Each notebook parameter states its range, choices or provider (INTERACTIVE,
+    METRICS_PATH and free-text LAYER aside), so the CLI can check it before running."""
+    from signgd_lab.notebook_params import parameter_specs
+
+    free = {"INTERACTIVE", "METRICS_PATH", "LAYER"}
+    for name in NOTEBOOKS:
+        for spec in parameter_specs(name).values():
+            if spec.name in free:
+                continue
+            assert (spec.low is not None or spec.high is not None or spec.choices or spec.provider
+                    or spec.member_of or spec.has_auto), f"{name}: {spec.name} has no rule"
