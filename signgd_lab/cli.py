@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "previous report untouched.")
     rep.add_argument("--out", default="reports", help="output folder (default: reports)")
     rep.add_argument("--config", type=Path, help="YAML file with any of the keys below "
-                     "(model, dynamics, models, timestamps, seed, device, samples, "
+                     "(model, data, dynamics, models, timestamps, seed, device, samples, "
                      "calibration_samples, notebooks) and per-notebook sections of notebook "
                      "parameters, e.g. '\"02\": {T: 300, TARGETS: [exp, gelu]}'")
     rep.add_argument("--param", type=_param, action="append", default=[], metavar="NB.NAME=VALUE",
@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="list every notebook parameter with its type, range and default, "
                      "and exit")
     rep.add_argument("--model", help="model of the conversion debugger: a zoo name (see "
-                     "--list-models) or a timm architecture (random weights); default digits_cnn")
+                     "--list-models), a timm architecture (random weights), timm:NAME, "
+                     "module.path:factory (imported from the working directory); default "
+                     "digits_cnn")
+    rep.add_argument("--data", help="data of the conversion debugger: digits (default), an "
+                     "image folder (DIR/train + DIR/val, or one tree of class folders), "
+                     "torchvision:NAME:ROOT (already downloaded) or a .pt file holding (x, y)")
     rep.add_argument("--dynamics", choices=["paper", "extended", "if"],
                      help="conversion dynamics of the debugger (default paper)")
     rep.add_argument("--models", type=_str_list, help="comma-separated zoo models of the "
@@ -131,10 +136,11 @@ def _report(args: argparse.Namespace) -> int:
             print(f"error: {args.config} must hold a mapping of parameter: value", file=sys.stderr)
             return 2
         values.update(loaded)
-    for key in ("model", "dynamics", "models", "timestamps", "seed", "device", "samples",
+    for key in ("model", "data", "dynamics", "models", "timestamps", "seed", "device", "samples",
                 "calibration_samples", "notebooks"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
+    _anchor_specs(values)
     try:
         config = ReportConfig.from_mapping(values)
         if args.quick:
@@ -153,6 +159,21 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 130 if "interrupted" in str(err) else 1
     return 0
+
+
+def _anchor_specs(values: dict) -> None:
+    """The notebooks run in the report's staging folder: make relative model and data paths
+    absolute, and let the kernel import ``module:factory`` specs from this working directory
+    (PYTHONPATH, which the notebook kernels inherit)."""
+    import os
+
+    for key in ("model", "data"):
+        spec = values.get(key)
+        if isinstance(spec, str) and not Path(spec).is_absolute() and Path(spec).exists():
+            values[key] = str(Path(spec).resolve())
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if os.getcwd() not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
 
 
 _EVALUATE_KEYS = ("model", "data", "dynamics", "timestamps", "calibration_samples", "batch_size",

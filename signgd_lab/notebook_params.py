@@ -7,9 +7,9 @@ bracket at the end of the comment holds comma-separated rules:
 - ``lo..hi``: inclusive range (either end may be omitted; an end may name another parameter,
   e.g. ``1..T``); for a list it applies to every element.
 - ``a|b|c``: the allowed values.
-- ``@targets``, ``@unary_targets``, ``@binary_targets``, ``@zoo``, ``@model``, ``@device``:
-  values checked against what the package provides (targets registered, zoo models, zoo or
-  timm models, torch devices that exist here).
+- ``@targets``, ``@unary_targets``, ``@binary_targets``, ``@zoo``, ``@model``, ``@data``,
+  ``@device``: values checked against what the package provides (targets registered, zoo
+  models, model specs, data specs, torch devices that exist here).
 - ``in NAME``: the value must be one of the list parameter ``NAME``.
 - ``increasing``: a list must be strictly increasing.
 - ``auto=V``: the value ``V`` means "derive it from the others" and skips the other rules
@@ -76,7 +76,9 @@ _PROVIDER_HELP = {
     "unary_targets": "a one-input target (signgd_lab.list_targets())",
     "binary_targets": "a two-input target (signgd_lab.list_targets())",
     "zoo": "a zoo model (signgd-lab report --list-models)",
-    "model": "a zoo model or a timm architecture (signgd-lab report --list-models)",
+    "model": "a model spec: a zoo model, a timm architecture (NAME or timm:NAME), "
+             "module.path:factory or a model file (signgd-lab report --list-models)",
+    "data": "a data spec: digits, an image folder, torchvision:NAME:ROOT or a .pt file (x, y)",
     "device": "a torch device available here (cpu, or cuda when CUDA is available)",
 }
 
@@ -255,22 +257,24 @@ def _check_provider(where: str, provider: str, items: list[Any]) -> None:
         for item in items:
             _check_device(where, item)
         return
-    if provider in ("zoo", "model"):
+    if provider in ("model", "data"):
+        from .zoo.datasets import check_data_spec
+        from .zoo.model_spec import check_model_spec
+
+        for item in items:
+            try:
+                (check_model_spec if provider == "model" else check_data_spec)(item)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+        return
+    if provider == "zoo":
         from .zoo.registry import list_models
 
         zoo = list_models()
         missing = [i for i in items if i not in zoo]
-        if missing and provider == "model":
-            import timm
-
-            known = set(timm.list_models())
-            missing = [i for i in missing if i not in known]
         if missing:
-            allowed = "zoo models" if provider == "zoo" else "zoo models or timm architectures"
             raise ValueError(f"{where}: unknown model(s) {', '.join(map(repr, missing))}; "
-                             f"{allowed}: {', '.join(zoo)}"
-                             + (" or any of timm.list_models()" if provider == "model" else "")
-                             + " (signgd-lab report --list-models)")
+                             f"zoo models: {', '.join(zoo)} (signgd-lab report --list-models)")
         return
     from .dynamics.targets import get_target, list_targets
 

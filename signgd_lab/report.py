@@ -39,7 +39,10 @@ class ReportConfig:
     """Parameters of a report run (flags or a YAML file with the same keys).
 
     Attributes:
-        model: the model of the conversion debugger (a zoo name or a timm architecture).
+        model: the model of the conversion debugger (a model spec: zoo name, timm
+            architecture, ``timm:NAME``, ``module.path:factory``).
+        data: the debugger's data (a data spec: ``digits``, an image folder,
+            ``torchvision:NAME:ROOT``, a ``.pt`` file).
         dynamics: its conversion dynamics (``paper``, ``extended`` or ``if``).
         models: the zoo models of the accuracy-against-T notebook.
         timestamps: time-steps studied (strictly increasing positive integers).
@@ -54,6 +57,7 @@ class ReportConfig:
     """
 
     model: str = "digits_cnn"
+    data: str = "digits"
     dynamics: str = "paper"
     models: list[str] = field(default_factory=lambda: ["digits_cnn", "digits_mlp", "digits_attention"])
     timestamps: list[int] = field(default_factory=lambda: [8, 16, 32, 64, 128, 256])
@@ -65,8 +69,8 @@ class ReportConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        expect = {"model": str, "dynamics": str, "device": str, "seed": int, "samples": int,
-                  "calibration_samples": int}
+        expect = {"model": str, "data": str, "dynamics": str, "device": str, "seed": int,
+                  "samples": int, "calibration_samples": int}
         for key, typ in expect.items():
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, typ):
@@ -160,7 +164,8 @@ class ReportConfig:
             "01_neuron_as_optimizer": dict(T_LIST=self.timestamps),
             "02_signgd_nonlinearities": dict(T_LIST=self.timestamps),
             "03_conversion_debugger": dict(
-                MODEL=self.model, DYNAMICS=self.dynamics, TIMESTAMPS=self.timestamps,
+                MODEL=self.model, DATA=self.data, DYNAMICS=self.dynamics,
+                TIMESTAMPS=self.timestamps,
                 SAMPLES=min(self.samples, DEBUGGER_SAMPLE_CAP),
                 CALIBRATION_SAMPLES=self.calibration_samples, SEED=self.seed, DEVICE=self.device),
             "04_accuracy_vs_timesteps": dict(

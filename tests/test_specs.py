@@ -2,6 +2,7 @@
 data set, a torch.save'd model, a module:factory, a timm model with a local weights file."""
 from __future__ import annotations
 
+import os
 import sys
 
 import numpy as np
@@ -211,3 +212,67 @@ def test_timm_transforms_and_digits_for_a_timm_model(tmp_path, zoo_cache):
         check_model_fits(model.model, data)
     digits = load_data("digits", model)
     assert digits.evaluation[0][0].shape == (3, 160, 160) and digits.num_classes == 10
+
+
+FACTORY = ("import torch\n"
+           "def build():\n"
+           "    torch.manual_seed(0)\n"
+           "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),\n"
+           "                               torch.nn.ReLU(), torch.nn.Linear(32, 10))\n")
+
+
+@pytest.fixture
+def user_files(tmp_path, monkeypatch, zoo_cache):
+    """A module:factory and a .pt data set of 51 digits in a temporary working directory."""
+    _, _, (x_te, y_te) = zoo_cache("digits_cnn")
+    (tmp_path / "user_factory_mod.py").write_text(FACTORY)
+    torch.save((x_te[:51], y_te[:51]), tmp_path / "d.pt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "")
+    yield tmp_path, x_te, y_te
+    sys.modules.pop("user_factory_mod", None)
+
+
+def test_debugger_bundle_from_user_model_and_data(user_files):
+    from signgd_lab.zoo import resolve_model
+
+    _, x_te, y_te = user_files
+    bundle = resolve_model("user_factory_mod:build", samples=20, calibration_samples=30, data="d.pt")
+    assert bundle.calibration.shape == (30, 1, 8, 8) and bundle.x_test.shape == (20, 1, 8, 8)
+    index = [i for i in range(51) if any(torch.equal(x_te[i], x) for x in bundle.x_test)]
+    assert len(index) == 20 and torch.equal(bundle.y_test, y_te[index])  # a seeded sample
+    again = resolve_model("user_factory_mod:build", samples=20, calibration_samples=30, data="d.pt")
+    assert torch.equal(again.x_test, bundle.x_test) and torch.equal(again.calibration,
+                                                                    bundle.calibration)
+
+
+def test_report_passes_model_and_data_to_the_debugger(user_files, monkeypatch):
+    import signgd_lab.report as report
+    from signgd_lab.cli import main
+
+    tmp_path, _, _ = user_files
+    seen = {}
+    monkeypatch.setattr(report, "run_report", lambda config, out, log: seen.update(config.check()))
+    assert main(["report", "--notebooks", "03", "--model", "user_factory_mod:build",
+                 "--data", "d.pt"]) == 0
+    params = seen["03_conversion_debugger"]
+    assert params["MODEL"] == "user_factory_mod:build"
+    assert params["DATA"] == str(tmp_path / "d.pt")  # absolute: the notebook runs elsewhere
+    assert str(tmp_path) in os.environ["PYTHONPATH"].split(os.pathsep)
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+def test_report_renders_the_debugger_on_user_model_and_data(user_files):
+    """The whole notebook 03 on a user's factory model and .pt data (about a minute)."""
+    import json
+
+    from signgd_lab.cli import main
+
+    tmp_path, _, _ = user_files
+    assert main(["report", "--notebooks", "03", "--quick", "--model", "user_factory_mod:build",
+                 "--data", "d.pt", "--out", str(tmp_path / "rep")]) == 0
+    metrics = json.loads((tmp_path / "rep" / "03_conversion_debugger.metrics.json").read_text())
+    assert metrics["model"] == "user_factory_mod:build" and metrics["neuron_layers"] == 1
+    assert (tmp_path / "rep" / "03_conversion_debugger.html").exists()

@@ -83,6 +83,27 @@ def load_data(spec: str, model: LoadedModel | None = None, image_size: int | Non
     return _tensor_file(spec, path)
 
 
+def check_data_spec(spec: str) -> None:
+    """Check ``spec`` without reading the data (for parameter checks before a run): ``digits``,
+    ``torchvision:NAME:ROOT`` with an existing ROOT, or an existing folder or file. Raises
+    :class:`SpecError`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError(f"data spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec == "digits":
+        return
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            raise SpecError(f"torchvision data spec {spec!r} must be torchvision:NAME:ROOT")
+        if not Path(os.path.expanduser(parts[2])).is_dir():
+            raise SpecError(f"root folder {parts[2]} of {spec!r} does not exist")
+        return
+    if not Path(os.path.expanduser(spec)).exists():
+        raise SpecError(f"data {spec!r} does not exist: pass 'digits', an image folder, "
+                        "torchvision:NAME:ROOT or a .pt file holding (x, y)")
+
+
 def calibration_loader(data: LoadedData, samples: int, batch_size: int, seed: int = 0,
                        workers: int = 0) -> DataLoader:
     """A loader over ``samples`` items of the calibration split drawn without replacement

@@ -14,6 +14,7 @@ safetensors files; they need no trust flag.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -97,6 +98,40 @@ def load_model(spec: str, pretrained: bool = False, weights: str | os.PathLike |
         loaded.source = f"{loaded.source}, weights from {weights}"
     loaded.model.eval()
     return loaded
+
+
+def check_model_spec(spec: str) -> None:
+    """Check ``spec`` without loading anything heavy (for parameter checks before a run):
+    a zoo name, a timm architecture (``timm:NAME`` or bare), an existing model file, or a
+    ``module.path:factory`` whose module can be found. Raises :class:`SpecError`."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError(f"model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec in list_models():
+        return
+    if spec.startswith("timm:") or not (_looks_like_file(spec) or _FACTORY.match(spec)):
+        import timm
+
+        name = spec[5:] if spec.startswith("timm:") else spec
+        if not timm.is_model(name):
+            raise SpecError(f"unknown model {spec!r}: not a zoo model ({', '.join(list_models())}),"
+                            " not a timm architecture (timm.list_models()), not an existing model "
+                            "file and not a module.path:factory spec")
+    elif _looks_like_file(spec):
+        if not Path(spec).is_file():
+            raise SpecError(f"model file {spec} does not exist")
+    else:
+        module = spec.split(":", 1)[0]
+        cwd = os.getcwd()
+        if cwd not in sys.path:
+            sys.path.insert(0, cwd)
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise SpecError(f"cannot find module {module!r} of model spec {spec!r} (searched the "
+                            f"working directory {cwd} and sys.path)")
 
 
 def _looks_like_file(spec: str) -> bool:
