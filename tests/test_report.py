@@ -264,6 +264,8 @@ def _cuda() -> bool:
     (["--param", "07.T=5"], "unknown notebook '07'"),
     (["--models", "digits_cnn,foo"], "unknown model(s) 'foo'"),
     (["--model", "no_such_arch"], "MODEL='no_such_arch': unknown model"),
+    (["--model", "missing_dir/model.pt"], "model file missing_dir/model.pt does not exist"),
+    (["--data", "/no/such/folder"], "data '/no/such/folder' does not exist"),
     (["--device", "cuda"], "CUDA is not available"),
 ])
 def test_bad_parameters_exit_2_before_anything_runs(tmp_path, capsys, monkeypatch, argv, message):
