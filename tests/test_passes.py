@@ -57,8 +57,16 @@ def test_maxpool_becomes_pairwise_max_chain(kernel, stride, padding, functional)
     x = torch.randn(2, 3, 9, 9)
     gm = decompose_maxpool(trace(model), Recipe(), x)
     assert same(gm, model, x, atol=0)
-    assert len(neurons(gm)) == kernel * kernel - 1
+    assert len(neurons(gm)) == 2 * (kernel - 1)
     assert all(n.target.name == "max" for n in neurons(gm))
+    # the reference's order: the row offsets on full-width rows first, then the columns
+    out = (9 + 2 * padding - kernel) // stride + 1
+    shapes = []
+    for m in neurons(gm):
+        m.register_forward_hook(lambda mod, args, y: shapes.append(tuple(y.shape[-2:])))
+    with torch.no_grad():
+        gm(x)
+    assert shapes == [(out, 9 + 2 * padding)] * (kernel - 1) + [(out, out)] * (kernel - 1)
 
 
 class LN2d(nn.Module):
@@ -238,7 +246,7 @@ def test_consecutive_maxpools_keep_their_shapes():
     x = torch.randn(2, 3, 6, 6)
     gm = decompose_maxpool(trace(model), Recipe(), x)
     assert same(gm, model, x, atol=0)
-    assert len(neurons(gm)) == 8 + 3
+    assert len(neurons(gm)) == 4 + 2  # 2 (k - 1) per pool
 
 
 @pytest.mark.parametrize("dynamics", ["paper", "extended"])
@@ -271,7 +279,7 @@ def test_fold_scales_is_exact_and_leaves_the_graph_alone(dynamics):
 
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
 def test_fuse_max_chains_runs_the_chain_in_one_op_with_the_same_numbers(kernel, stride, padding):
-    """Max-pool chains become one MaxChainOp per pool in the simulation graph; the ANN output,
+    """Max-pool chains become one MaxChainOp per pool axis in the simulation graph; the ANN output,
     and the SNN's output with the fused kernel, equal the neuron-by-neuron graph bit for bit."""
     import signgd_lab as sl
     from signgd_lab.conversion.neuron_ops import MaxChainOp
@@ -287,7 +295,7 @@ def test_fuse_max_chains_runs_the_chain_in_one_op_with_the_same_numbers(kernel, 
     fused = fuse_max_chains(fold_scales(snn.graph_module))
     assert snn.graph_module.code == code_before
     chains = [m for m in fused.modules() if isinstance(m, MaxChainOp)]
-    assert len(chains) == 1 and len(chains[0].chain) == kernel * kernel - 1
+    assert [len(c.chain) for c in chains] == [kernel - 1, kernel - 1]  # rows, then columns
     with torch.no_grad():
         assert torch.equal(fused(x), snn.graph_module(x))
     key = (snn.device, snn.dtype)

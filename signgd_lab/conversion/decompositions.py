@@ -1,10 +1,13 @@
 """Handlers that decompose composite ops (THEORY.md section 4, steps 3-5) into glue + neurons.
 
-* max-pooling -> chains of pairwise max neurons over strided slices of the padded input
+* max-pooling -> pairwise max neurons over the row offsets of the padded input, then over the
+  column offsets of that result
 * LayerNorm   -> mean, u = x - mean, square neurons, var = mean, u / sqrt(var + eps) neurons, affine
 * attention   -> scale * (q @ k^T) product neurons (+ mask) -> softmax neurons -> (p @ v) neurons
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +45,30 @@ def _maxpool_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
     return None
 
 
+def _max_over_offsets(emit: Emitter, node: fx.Node, recipe: Recipe, x: fx.Proxy, axis: str,
+                      kernel: int, stride: int, size: int) -> fx.Proxy:
+    """max over the ``kernel`` offsets of the rows (``axis="r"``, dim -2) or columns (``"c"``,
+    dim -1): a chain of pairwise neurons m_1 = max(w_0, w_1), m_i = max(m_{i-1}, w_i) over the
+    strided slices w_i = x[i : i + stride * (size - 1) + 1 : stride] along that dim."""
+    out = None
+    for i in range(kernel):
+        along = slice(i, i + stride * (size - 1) + 1, stride)
+        window = x[..., along, :] if axis == "r" else x[..., along]
+        if out is None:
+            out = window
+        elif recipe.maxpool_neuron == "relu":  # max(a, b) = a + relu(b - a)
+            out = out + neuron(emit, node, "relu", window - out, role="max-pool",
+                               suffix=f"_{axis}{i}")
+        else:
+            out = neuron(emit, node, "max", out, window, role="max-pool", suffix=f"_{axis}{i}")
+    return out
+
+
 def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
+    """A k x k max-pool, separably: first the max over the k row offsets on full-width rows,
+    then over the k column offsets of that result: 2 (k - 1) neuron populations instead of the
+    k^2 - 1 of a chain over all windows, with the same accuracy (docs/theory.md), in the
+    reference's order."""
     p = _pool_params(emit.gm, node)
     (kh, kw), (sh, sw), (ph, pw) = _pair(p["kernel"]), _pair(p["stride"]), _pair(p["padding"])
     h, w = node_shape(node.args[0])[-2:]
@@ -50,18 +76,8 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     x = emit.proxy(node.args[0])
     if ph or pw:
         x = F.pad(x, (pw, pw, ph, ph), value=recipe.maxpool_padding)  # (B, C, H+2p, W+2p)
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            window = x[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]  # (B,C,Ho,Wo)
-            if out is None:
-                out = window
-            elif recipe.maxpool_neuron == "relu":  # max(a, b) = a + relu(b - a)
-                out = out + neuron(emit, node, "relu", window - out, role="max-pool",
-                                   suffix=f"_{i}{j}")
-            else:
-                out = neuron(emit, node, "max", out, window, role="max-pool", suffix=f"_{i}{j}")
-    return out
+    rows = _max_over_offsets(emit, node, recipe, x, "r", kh, sh, ho)  # (B, C, Ho, W+2p)
+    return _max_over_offsets(emit, node, recipe, rows, "c", kw, sw, wo)  # (B, C, Ho, Wo)
 
 
 def _ln_params(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], object, object, float, bool]:
@@ -105,12 +121,20 @@ def _layernorm(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     return n
 
 
+def _scores(emit: Emitter, node: fx.Node, q: fx.Proxy, k: fx.Proxy,
+            scale: float | fx.Proxy) -> fx.Proxy:
+    """scale * (q @ k^T), (..., N, D) x (..., M, D) -> (..., N, M): the product neurons see the
+    unscaled q and k and the scale multiplies their decoded sum (the reference's order; in the
+    extended recipe the normalisation makes both orders give the same numbers)."""
+    return scale * matmul_neurons(emit, node, q, k.transpose(-2, -1), suffix="_qk",
+                                  role="attention-scores")
+
+
 def _sdpa_core(emit: Emitter, node: fx.Node, q: fx.Proxy, k: fx.Proxy, v: fx.Proxy,
                scale: float | fx.Proxy, keys: int, recipe: Recipe, mask: object = None) -> fx.Proxy:
     """softmax(scale * q @ k^T + mask) @ v with neurons. q (..., N, D), k, v (..., M, D);
     ``keys`` is M."""
-    scores = matmul_neurons(emit, node, q * scale, k.transpose(-2, -1), suffix="_qk",
-                            role="attention-scores")  # (..., N, M)
+    scores = _scores(emit, node, q, k, scale)  # (..., N, M)
     if mask is not None:
         scores = scores + mask
     probs = softmax_neurons(emit, node, scores, -1, recipe, keys)
@@ -158,7 +182,7 @@ def _sdpa(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     q, k, v = (emit.proxy(a) for a in node.args[:3])
     scale = _arg(node, 6, "scale")
     if scale is None:
-        scale = node_shape(node.args[0])[-1] ** -0.5
+        scale = 1.0 / math.sqrt(node_shape(node.args[0])[-1])
     mask = _arg(node, 3, "attn_mask")
     mask = emit.proxy(mask) if isinstance(mask, fx.Node) else mask
     return _sdpa_core(emit, node, q, k, v, scale, node_shape(node.args[1])[-2], recipe, mask)
@@ -199,13 +223,14 @@ def _mha(emit: Emitter, node: fx.Node, recipe: Recipe) -> None:
         return y.reshape(y.size(0), y.size(1), h, d).transpose(1, 2)  # (B, H, L, D)
 
     q, k, v = project(query, wq, bq, "q"), project(key, wk, bk, "k"), project(value, wv, bv, "v")
-    scores = matmul_neurons(emit, node, q * (d ** -0.5), k.transpose(-2, -1), suffix="_qk",
-                            role="attention-scores")
+    scores = _scores(emit, node, q, k, 1.0 / math.sqrt(d))  # (B, H, L, S)
     keys = node_shape(node.args[1])[0 if not mod.batch_first else 1]
     probs = softmax_neurons(emit, node, scores, -1, recipe, keys)  # (B, H, L, S)
     out = matmul_neurons(emit, node, probs, v, suffix="_pv", role="attention-values")
     out = out.transpose(1, 2).reshape(out.size(0), out.size(2), e)  # (B, L, E)
-    out = emit.call(f"{node.target}.out_proj", out)
+    proj = mod.out_proj  # a Linear subclass: applied as the plain linear map it is
+    out = F.linear(out, emit.constant(f"{node.name}_wo", proj.weight),
+                   emit.constant(f"{node.name}_bo", proj.bias) if proj.bias is not None else None)
     if not mod.batch_first:
         out = out.transpose(0, 1)
     need_weights = _arg(node, 4, "need_weights", True)
@@ -241,5 +266,5 @@ register_handler(OpHandler(
     "layer_norm", "layernorm", _layernorm, "mean, square neurons, x/sqrt(var) neurons, affine",
     modules=(nn.LayerNorm, *_timm_types("LayerNorm", "LayerNorm2d")), functions=(F.layer_norm,)))
 register_handler(OpHandler(
-    "max_pool2d", "maxpool", _maxpool, "chain of pairwise max neurons over strided slices",
+    "max_pool2d", "maxpool", _maxpool, "max neurons over row offsets, then column offsets",
     modules=(nn.MaxPool2d,), functions=(F.max_pool2d, torch.max_pool2d), check=_maxpool_check))

@@ -3,7 +3,7 @@
 ``FloatEncoder`` (paper)::
 
     f_0 = 0
-    e_t = (1 + f_{t-1} - x) / 2                 # value emitted at step t
+    e_t = (1 + (f_{t-1} - x)) / 2               # value emitted at step t
     f_t = f_{t-1} - eta_t * (f_{t-1} - x)
 
 so the first layer's input estimate is A(f_t) with f_t = x * (1 - prod_{k<=t}(1 - eta_k)):
@@ -33,8 +33,9 @@ class FloatEncoder:
         """Emitted values for the next ``len(etas)`` steps, shape (T, *x.shape)."""
         out = []
         for k in range(etas.shape[0]):
-            out.append((1.0 + self.f - self.x) / 2.0)
-            self.f = self.f - etas[k] * (self.f - self.x)
+            gradient = self.f - self.x  # rounded once, used twice (the reference's order)
+            out.append(0.5 * (1.0 + gradient))
+            self.f = self.f - etas[k] * gradient
         return torch.stack(out)
 
 
