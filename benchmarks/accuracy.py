@@ -81,11 +81,11 @@ def main() -> None:
         f"| model | mode | {head} |\n|---|---|" + "---|" * len(TS) + "\n" + "\n".join(err_rows)
         + "\n\nWhy paper mode stalls: share of ANN targets beyond the signGD output bound "
         "sum(eta) = 3.0 (64 test images), for the three worst neuron roles. A target beyond the "
-        "bound can never be reached: the neuron saturates at 3.0 (THEORY.md section 5). The paper "
-        "recipe normalises ReLU only and leaves max-pooling, LayerNorm's square and normalisation, "
-        "softmax's exp and the attention products at raw scale; it also feeds the input through "
-        "the float encoder (gain 0.956 at most). The extended recipe normalises every neuron "
-        "exactly and subtracts the row maximum before exp.\n\n"
+        "bound can never be reached: the neuron saturates at 3.0 (docs/theory.md, sections 2 "
+        "and 7). The paper recipe normalises ReLU only and leaves max-pooling, LayerNorm's "
+        "square and normalisation, softmax's exp and the attention products at raw scale; it "
+        "also feeds the input through the float encoder (gain 0.956 at most). The extended "
+        "recipe normalises every neuron exactly and subtracts the row maximum before exp.\n\n"
         "| model | mode | roles with out-of-range targets |\n|---|---|---|\n" + "\n".join(range_rows))
     write_section("Accuracy against time-steps", body, "python benchmarks/accuracy.py")
 

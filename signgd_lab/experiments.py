@@ -15,7 +15,7 @@ from .probes import spike_stats_over_T
 
 
 def relu1_loss(y: torch.Tensor, x: torch.Tensor | float) -> torch.Tensor:
-    """L(y; x) = ReLU(x - y) + y^2 / 2, minimised at clip(x, 0, 1) (THEORY.md section 1)."""
+    """L(y; x) = ReLU(x - y) + y^2 / 2, minimised at clip(x, 0, 1) (docs/theory.md, section 1)."""
     return torch.relu(torch.as_tensor(x) - y) + y**2 / 2
 
 

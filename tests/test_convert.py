@@ -35,7 +35,7 @@ def test_output_shape_anytime_and_reset():
 
 
 def test_correction_makes_input_estimate_the_affine_map_of_upstream_estimate():
-    """THEORY.md section 3: x_hat_t of a neuron = A(v_t of the neurons feeding it)."""
+    """docs/theory.md, section 3: x_hat_t of a neuron = A(v_t of the neurons feeding it)."""
     torch.manual_seed(1)
     net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU()).eval()
     snn = sl.convert(net, torch.rand(32, 4))

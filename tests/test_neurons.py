@@ -1,4 +1,4 @@
-"""Neuron dynamics against the equations of THEORY.md sections 1-2."""
+"""Neuron dynamics against the equations of docs/theory.md, sections 1-2."""
 from __future__ import annotations
 
 import math

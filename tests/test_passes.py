@@ -186,7 +186,7 @@ def test_functional_forms_all_become_neurons():
 def test_paper_recipe_uses_reference_targets():
     model = nn.Sequential(nn.Linear(4, 4), nn.GELU(approximate="tanh"), nn.LeakyReLU(0.3)).eval()
     names = sorted(n.target.name for n in neurons(replace_nonlinearities(trace(model), Recipe())))
-    assert names == ["gelu", "leaky_relu"]  # sigmoid GELU, slope 0.1 (THEORY.md)
+    assert names == ["gelu", "leaky_relu"]  # sigmoid GELU, slope 0.1 (docs/theory.md, section 2)
 
 
 def test_calibration_records_elementwise_relu_max_and_scaling_is_exact():

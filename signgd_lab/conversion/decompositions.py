@@ -1,4 +1,4 @@
-"""Handlers that decompose composite ops (THEORY.md section 4, steps 3-5) into glue + neurons.
+"""Handlers that decompose composite ops (docs/theory.md, section 4, steps 3-5) into glue + neurons.
 
 * max-pooling -> pairwise max neurons over the row offsets of the padded input, then over the
   column offsets of that result

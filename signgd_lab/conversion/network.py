@@ -2,8 +2,8 @@
 
 One run of max(timestamps) steps yields the decoded output at every requested step ("anytime").
 Steps are simulated in blocks: in a block of c steps every affine op runs once on a (c*B)-row
-batch and every neuron runs its recurrence over the c steps (THEORY.md section 3: no layer feeds
-back, so this gives the same numbers as c = 1, the step-by-step mode).
+batch and every neuron runs its recurrence over the c steps (docs/theory.md, section 3: no layer
+feeds back, so this gives the same numbers as c = 1, the step-by-step mode).
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ class Probe:
 
 @dataclass
 class Correction:
-    """Per-neuron offsets and biases from the all-ones / all-zeros passes (THEORY.md s. 3)."""
+    """Per-neuron offsets and biases from the all-ones / all-zeros passes (docs/theory.md,
+    section 3)."""
 
     offsets: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
     biases: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)

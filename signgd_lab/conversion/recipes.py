@@ -1,10 +1,11 @@
 """Conversion recipes: *what* to replace and how to calibrate, separate from the executor.
 
-``paper`` follows THEORY.md section 4 literally. ``extended`` is ours: it keeps every equation
-of the neurons but picks targets that match the module (exact erf/tanh GELU, the module's
-LeakyReLU slope) and brings every neuron's output into the signGD range with an exact rewrite
-(see :mod:`signgd_lab.conversion.passes.scaling`), not only ReLU's. ``if`` is the paper recipe
-with max-pooling written as max(a, b) = a + ReLU(b - a), so IF neurons can pool.
+``paper`` follows docs/theory.md, section 4 (the reference's pipeline). ``extended`` is ours
+(section 6): it keeps every equation of the neurons but picks targets that match the module
+(exact erf/tanh GELU, the module's LeakyReLU slope) and brings every neuron's output into the
+signGD range with an exact rewrite (see :mod:`signgd_lab.conversion.passes.scaling`), not only
+ReLU's. ``if`` is the paper recipe with max-pooling written as max(a, b) = a + ReLU(b - a), so
+IF neurons can pool.
 """
 from __future__ import annotations
 

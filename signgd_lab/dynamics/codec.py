@@ -1,4 +1,5 @@
-"""Input encoders and output decoders of a converted network (THEORY.md sections 1 and 4).
+"""Input encoders and output decoders of a converted network (docs/theory.md,
+sections 1, 4 and 6).
 
 ``FloatEncoder`` (paper)::
 

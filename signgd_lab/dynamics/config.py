@@ -21,8 +21,8 @@ class SignGDDynamics:
         lr0, gamma: step sizes eta_t = lr0 * gamma**(t-1) (paper: 0.15, 0.95).
         schedule: any :data:`~signgd_lab.dynamics.schedules.SCHEDULE_KINDS` (paper: exponential).
         power: exponent of the polynomial schedule.
-        tie_rule: ``reference`` (per-op rules of THEORY.md), ``fire`` (every tie fires, ``>=``)
-            or ``rest`` (no tie fires, ``>``).
+        tie_rule: ``reference`` (per-op rules, docs/theory.md, section 2), ``fire`` (every
+            tie fires, ``>=``) or ``rest`` (no tie fires, ``>``).
         encoder: network input codec, ``float`` (paper) or ``direct`` (input estimate = x at once).
     """
 

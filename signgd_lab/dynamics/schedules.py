@@ -1,7 +1,7 @@
 """Step-size schedules eta_t, t = 1..T, computed for any horizon T.
 
 Every schedule is evaluated from its closed form on the caller's device and dtype (no fixed
-table, so there is no cap on T). The index convention follows THEORY.md: ``etas[0]`` is eta_1.
+table, so there is no cap on T). The index convention follows docs/theory.md: ``etas[0]`` is eta_1.
 """
 from __future__ import annotations
 

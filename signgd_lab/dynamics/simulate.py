@@ -106,9 +106,9 @@ def simulate_neuron(target: str | Target, x: torch.Tensor | tuple[torch.Tensor, 
         x: the input current, a tensor of any shape (a tuple of two for two-input targets).
         T: number of time-steps (>= 1).
         dynamics: step sizes and tie rule (default: the paper's lr0=0.15, gamma=0.95).
-        encoding: ``direct`` presents x as the input current with the correction of THEORY.md
-            section 3, so x_hat_t = x at every step; ``float`` passes x through the paper's float
-            encoder first, so x_hat_t = f_t = x (1 - prod(1 - eta)).
+        encoding: ``direct`` presents x as the input current with the correction of
+            docs/theory.md, section 3, so x_hat_t = x at every step; ``float`` passes x through
+            the paper's float encoder first, so x_hat_t = f_t = x (1 - prod(1 - eta)).
         target_params: parameters of parameterised targets, e.g. ``slope=0.2`` for leaky_relu.
 
     Returns:

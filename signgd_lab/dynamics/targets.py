@@ -1,8 +1,8 @@
 """Target nonlinearities g of signGD neurons, with the reference's spike (tie) rules.
 
 A signGD neuron fires when its output estimate v is at or above g(x_hat) ("my estimate is too
-high"). Whether an exact tie v == g fires differs per op in the reference (THEORY.md section 2);
-each :class:`Target` records that rule. Targets live in one registry: :func:`list_targets`,
+high"). Whether an exact tie v == g fires differs per op in the reference (docs/theory.md,
+section 2); each :class:`Target` records that rule. Targets live in one registry: :func:`list_targets`,
 :func:`get_target`, :func:`register_target`.
 """
 from __future__ import annotations

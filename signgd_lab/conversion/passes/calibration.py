@@ -1,4 +1,4 @@
-"""Calibration (THEORY.md section 4, step 6): statistics of each neuron's inputs and outputs
+"""Calibration (docs/theory.md, section 4, step 6): statistics of each neuron's inputs and outputs
 over the calibration set, elementwise (one activation's shape, batch reduced by max)."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Simulation-only pass: fold ``x / m -> neuron -> * m'`` into one :class:`FoldedNeuronOp`.
 
-The scaling pass (THEORY.md section 4, step 7) surrounds neurons with an elementwise division
+The scaling pass (docs/theory.md, section 4, step 7) surrounds neurons with an elementwise division
 and multiplication by calibrated constants. In a simulation these are two extra passes over the
 largest tensors of the network at every step; folded, the neuron kernel divides each current
 and multiplies each spike (a spike is 0 or 1, so ``s * m'`` is ``m'`` or ``0 * m'``, exactly

@@ -1,4 +1,4 @@
-"""Fold eval-mode BatchNorm into the preceding Conv / Linear (THEORY.md section 4, step 2)."""
+"""Fold eval-mode BatchNorm into the preceding Conv / Linear (docs/theory.md, section 4, step 2)."""
 from __future__ import annotations
 
 import copy

@@ -1,11 +1,11 @@
 """Simulation-only pass: each max-pooling chain becomes one :class:`MaxChainOp`.
 
-The max-pool decomposition (THEORY.md section 4) writes a k x k pool as k^2 strided windows
-of one tensor and k^2 - 1 pairwise max neurons in a chain. Simulated node by node, every window
-is copied out of its strided layout and every intermediate spike train goes through memory; as
-one op, the runtime runs the chain in one kernel that reads the windows in place (same
-arithmetic, see :func:`signgd_lab.dynamics.kernels.max_chain_steps`). The converted graph keeps
-the decomposed form, which is what users, probes and the correction passes see.
+The max-pool decomposition (docs/theory.md, section 4, step 3) writes each axis of a k x k pool
+as k strided windows of one tensor and k - 1 pairwise max neurons in a chain. Simulated node by
+node, every window is copied out of its strided layout and every intermediate spike train goes
+through memory; as one op, the runtime runs the chain in one kernel that reads the windows in
+place (same arithmetic, see :func:`signgd_lab.dynamics.kernels.max_chain_steps`). The converted
+graph keeps the decomposed form, which is what users, probes and the correction passes see.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Activation scaling (THEORY.md section 4, step 7): bring each neuron's output into the
-signGD range with an exact rewrite, using the calibration statistics.
+"""Activation scaling (docs/theory.md, section 4, step 7, and section 6): bring each neuron's
+output into the signGD range with an exact rewrite, using the calibration statistics.
 
 Paper: ReLU only, x / m -> ReLU -> * m with m the elementwise maximum of the ReLU output.
 The extended recipe normalises every target by its algebra (all exact in the ANN):
