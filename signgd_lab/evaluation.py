@@ -67,7 +67,8 @@ class EvaluationResult:
         world_size: number of processes.
         batches, resumed_batches: batches in the split; batches taken from partial counts of
             an earlier, interrupted run.
-        convert_seconds, eval_seconds: wall time of conversion and of this run's batches.
+        convert_seconds, eval_seconds: wall time of conversion (with one warm-up run of one
+            sample, which compiles the neuron kernels) and of this run's batches (slowest rank).
         images_per_second: images evaluated by this run over ``eval_seconds`` (all processes).
         details: data description, model source, date, versions.
     """
@@ -262,6 +263,8 @@ def _evaluate(ctx: _Dist, model_spec: str | nn.Module, data_spec: str | LoadedDa
     else:
         cal = calibration_loader(data, calibration_samples, batch_size, seed, workers)
         snn, dyn_name = convert(net, cal, dynamics=dynamics), dynamics
+    with torch.no_grad():  # compiles the neuron kernels before the timed loop
+        snn(data.evaluation[0][0].unsqueeze(0).to(dev), ts)
     convert_seconds = time.perf_counter() - start
     if save_network is not None and ctx.rank == 0:
         if loaded.data_config is not None:

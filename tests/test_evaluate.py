@@ -84,7 +84,8 @@ def test_saved_network_evaluates_without_conversion(tmp_path, single):
     second = evaluate(**{**ARGS, "model": str(tmp_path / "snn.pt")}, out=tmp_path / "b",
                       trust_model_file=True)
     assert second.snn_correct == first.snn_correct == single[0].snn_correct
-    assert second.ann_correct == first.ann_correct and second.convert_seconds < 1.0
+    assert second.ann_correct == first.ann_correct
+    assert "SpikingNetwork" in second.details["model_source"]  # used as saved, not converted
 
 
 def test_bad_specs_stop_before_any_work(tmp_path):
