@@ -12,8 +12,11 @@ bracket at the end of the comment holds comma-separated rules:
   models, model specs, data specs, torch devices that exist here).
 - ``in NAME``: the value must be one of the list parameter ``NAME``.
 - ``increasing``: a list must be strictly increasing.
-- ``auto=V``: the value ``V`` means "derive it from the others" and skips the other rules
-  (e.g. an empty list, or 0).
+- ``auto V``: the value ``V`` means "derive it from the others" and skips the other rules
+  (e.g. ``auto []``, ``auto 0``).
+
+A parameter line holds one ``=`` only (papermill skips lines with more), so rules and help
+text avoid ``=``.
 - ``int`` / ``float`` / ``str``: element type of a list whose default is empty.
 
 :func:`check_parameters` is what the CLI (before anything runs) and each notebook (in its first
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-_RULES = re.compile(r"\[((?:[^\[\]]|\[\])*)\]\s*$")  # may hold "[]" (auto=[])
+_RULES = re.compile(r"\[((?:[^\[\]]|\[\])*)\]\s*$")  # may hold "[]" (auto [])
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 
 
@@ -67,7 +70,7 @@ class ParamSpec:
         if self.increasing:
             parts.append("strictly increasing")
         if self.has_auto:
-            parts.append(f"{self.auto!r} = automatic")
+            parts.append(f"{self.auto!r} means automatic")
         return ", ".join(parts)
 
 
@@ -139,7 +142,7 @@ def _parse_line(notebook: str, line: str) -> ParamSpec:
             fields["provider"] = clause[1:]
         elif clause.startswith("in "):
             fields["member_of"] = clause[3:].strip()
-        elif clause.startswith("auto="):
+        elif clause.startswith("auto "):
             fields["auto"] = ast.literal_eval(clause[5:].strip())
             fields["has_auto"] = True
         elif ".." in clause:

@@ -30,17 +30,23 @@ def test_committed_without_outputs_and_with_one_parameters_cell(name):
 def test_papermill_sees_every_parameter():
     from papermill.inspection import inspect_notebook
 
+    from signgd_lab.notebook_params import parameter_specs
+
     for name in ALL:
         found = inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb"))
+        # papermill skips a line holding a second "=", so help and rules avoid "="
+        assert list(found) == list(parameter_specs(name))
         assert "INTERACTIVE" in found and "METRICS_PATH" in found
         assert all(p["help"] for p in found.values()), f"{name}: a parameter lost its comment"
 
 
 @pytest.mark.notebook
 def test_01_neuron_as_optimizer(tmp_path):
+    # no LOSS_STEPS: its default follows T (the committed default must not break T=48)
     m = run_notebook("01_neuron_as_optimizer", tmp_path, X=0.4, T=48, T_LIST=[16, 64, 256],
-                     LOSS_STEPS=[1, 4, 16], GRID_POINTS=81)
+                     GRID_POINTS=81)
     assert m["T"] == 48 and m["target"] == pytest.approx(0.4)
+    assert m["loss_steps"][0] == 1 and m["loss_steps"][-1] == 48
     assert m["final_error"] <= 2.5 / 48
     inverse = m["schedule_errors"]["inverse 1/(t+1)"]
     assert inverse[0] > inverse[1] > inverse[2]
@@ -52,8 +58,11 @@ def test_01_neuron_as_optimizer(tmp_path):
 
 @pytest.mark.notebook
 def test_02_signgd_nonlinearities(tmp_path):
+    # TARGETS as raw papermill passes `-p TARGETS relu,...`: a string, typed by the notebook
     m = run_notebook("02_signgd_nonlinearities", tmp_path, T=64, T_LIST=[8, 32, 128],
-                     GRID_POINTS=81, LR0_SWEEP=[0.1, 0.15], GAMMA_SWEEP=[0.9, 0.95])
+                     GRID_POINTS=81, LR0_SWEEP=[0.1, 0.15], GAMMA_SWEEP=[0.9, 0.95],
+                     TARGETS="relu,leaky_relu,abs,gelu")
+    assert m["targets"] == ["relu", "leaky_relu", "abs", "gelu"] and m["sweep_target"] == "relu"
     assert m["output_bound"] == pytest.approx(3.0)
     for target in ("relu", "leaky_relu", "abs", "gelu"):
         assert m["max_error_at_T"][target] < 0.02
@@ -82,3 +91,87 @@ json.dump({"before": before, "after": after, "changed": panel.figure is not firs
     assert w["after"] == w["before"] + 1 and w["changed"]
     assert w["target"] == pytest.approx(1.0)  # clip(1.2, 0, 1)
     assert len(w["shown"]) == 1 and "image/png" in w["shown"][0]  # the panel shows the new figure
+
+
+@pytest.mark.notebook
+def test_bad_parameter_stops_a_raw_papermill_run(tmp_path):
+    """papermill without the CLI gets the same check, in the notebook's first code cell."""
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError) as err:
+        run_notebook("01_neuron_as_optimizer", tmp_path, SCHEDULE="cosine")
+    assert "SCHEDULE='cosine': 'cosine' is not one of inverse, constant" in str(err.value)
+
+
+def test_panel_shows_its_error_and_recovers():
+    """A failing draw replaces the figure by the error in the panel's own output; the next
+    good value draws again."""
+    import ipywidgets as widgets
+    from matplotlib.figure import Figure
+
+    from signgd_lab.viz.widgets import LivePanel
+
+    def draw(n):
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        fig = Figure()
+        fig.subplots().plot(range(n + 2))
+        return fig
+
+    panel = LivePanel(draw, {"n": widgets.IntText(value=1)}, title="demo")
+    assert panel.redraws == 1 and panel.error is None
+    panel.controls["n"].value = -5
+    shown = panel.output.outputs[0]["data"]
+    assert panel.error == "ValueError: n must be >= 0, got -5" and panel.redraws == 1
+    assert "signgd-panel-error" in shown["text/html"] and "image/png" not in shown
+    assert panel.status.value == ""  # the "computing..." note is cleared
+    panel.controls["n"].value = 3
+    assert panel.error is None and panel.redraws == 2
+    assert len(panel.figure.axes[0].lines[0].get_xdata()) == 5
+
+
+def test_zero_initialised_layers_are_redrawn_and_the_heatmap_scale_is_robust():
+    """A zero head (timm's Mixer/ResMLP/gMLP initialisation) gives an all-zero output: it is
+    re-drawn with a warning; one degenerate row does not set the heatmap's colour range."""
+    import torch
+    from torch import nn
+
+    from signgd_lab.experiments import redraw_zero_layers
+    from signgd_lab.viz.conversion import color_range
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    nn.init.zeros_(model[2].weight)
+    nn.init.zeros_(model[2].bias)
+    first = model[0].weight.detach().clone()
+    x = torch.randn(5, 4)
+    assert not model(x).any()
+    with pytest.warns(UserWarning, match="initialised to zero"):
+        assert redraw_zero_layers(model) == ["2"]
+    assert model(x).abs().min() > 0 and torch.equal(model[0].weight, first)
+    assert redraw_zero_layers(model) == []  # nothing left to re-draw
+
+    errors = torch.full((20, 3), 0.01)
+    errors[:, 0] = 0.1
+    errors[7] = 1e6  # one degenerate row
+    vmin, vmax = color_range(errors)
+    assert vmin == pytest.approx(0.01) and vmax == pytest.approx(0.1)
+
+
+def test_schedules_and_reach_of_the_notebooks():
+    """01's SCHEDULE names every schedule kind; the reach envelope is lr0 (1-gamma^t)/(1-gamma);
+    01's default loss steps follow T."""
+    import torch
+
+    from signgd_lab import experiments
+    from signgd_lab.dynamics.schedules import SCHEDULE_KINDS
+
+    for kind in SCHEDULE_KINDS:
+        sched = experiments.if_schedule(kind, tau=4.0)
+        assert sched.kind == kind and experiments.schedule_label(sched).startswith("eta_t = ")
+    assert experiments.if_schedule("constant", 4.0).lr0 == 0.25
+    env = experiments.reach_envelope(0.15, 0.95, 64)
+    t = torch.arange(1, 65, dtype=torch.float64)
+    assert torch.allclose(env, 0.15 * (1 - 0.95**t) / (1 - 0.95))
+    assert experiments.default_loss_steps(48) == [1, 2, 5, 10, 22, 48]
+    assert experiments.default_loss_steps(1) == [1]

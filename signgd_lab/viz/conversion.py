@@ -17,25 +17,28 @@ def _titled(context: str, title: str) -> str:
     return f"{context}: {title}" if context else title
 
 
-def color_range(data: torch.Tensor, low: float = 0.05, high: float = 0.95,
-                floor: float = 1e-6) -> tuple[float, float]:
-    """(vmin, vmax) of a log colour scale from quantiles of the finite values, so one
-    degenerate row (all zero, or huge) cannot squeeze every other row into one colour."""
-    finite = data[torch.isfinite(data)].double().clamp_min(floor).flatten()
-    if finite.numel() == 0:
-        return floor, 1.0
-    vmin, vmax = float(finite.quantile(low)), float(finite.quantile(high))
+def color_range(data: torch.Tensor, floor: float = 1e-6) -> tuple[float, float]:
+    """(vmin, vmax) of a log colour scale over a (rows, columns) table such that no single row
+    sets either end: with three rows or more, vmax is the second-largest row maximum and vmin
+    the second-smallest row minimum (values beyond are drawn in the end colours). One
+    degenerate row (all zero, or huge) thus cannot squeeze every other row into one colour."""
+    values = torch.nan_to_num(data.double(), nan=floor, posinf=1e30).clamp_min(floor)
+    values = values.reshape(values.shape[0], -1) if values.dim() > 1 else values.reshape(-1, 1)
+    row_max = values.max(dim=1).values.sort().values
+    row_min = values.min(dim=1).values.sort().values
+    k = 1 if values.shape[0] >= 3 else 0
+    vmin, vmax = float(row_min[k]), float(row_max[-1 - k])
     if vmax <= vmin:
-        vmin, vmax = float(finite.min()), float(finite.max())
+        vmin, vmax = float(values.min()), float(values.max())
     if vmax <= vmin:
         vmax = vmin * 10
     return vmin, vmax
 
 
 def layer_heatmap(table: LayerErrorTable, metric: str = "rel_l2", context: str = "") -> Figure:
-    """Layer x time-step heatmap of one error metric (log colour scale clipped to the 5-95 %
-    quantiles, so one degenerate row cannot dominate), values annotated; ``context`` (e.g.
-    the model and dynamics) prefixes the title."""
+    """Layer x time-step heatmap of one error metric (log colour scale that no single row
+    sets, see :func:`color_range`), values annotated; ``context`` (e.g. the model and
+    dynamics) prefixes the title."""
     raw = getattr(table, metric)
     data = raw.clamp_min(1e-6)
     vmin, vmax = color_range(raw)
@@ -53,14 +56,14 @@ def layer_heatmap(table: LayerErrorTable, metric: str = "rel_l2", context: str =
     ax.set_xlabel("T (time-steps)")
     ax.set_ylabel("layer (input at the top, output at the bottom)")
     ax.set_title(_titled(context, f"{metric} of each layer against the ANN"))
-    fig.colorbar(im, ax=ax, label=f"{metric} (colours clipped to the 5-95 % range)",
+    fig.colorbar(im, ax=ax, label=f"{metric} (one outlying row drawn in the end colour)",
                  extend="both")
     return fig
 
 
 def layer_heatmap_plotly(table: LayerErrorTable, metric: str = "rel_l2", context: str = ""):
     """Interactive plotly heatmap; hovering shows layer, target, T and the error; the colour
-    bar is labelled in powers of ten and clipped to the 5-95 % quantiles."""
+    bar is labelled in powers of ten and no single row sets its range."""
     import plotly.graph_objects as go
 
     data = getattr(table, metric)
