@@ -173,11 +173,12 @@ def range_bound_figure(x: float, T: int, settings: Sequence[tuple[float, float]]
         tr = simulate_neuron("relu", torch.tensor([x], dtype=torch.float64), T, dyn)
         line, = ax.plot(t, tr.v[:, 0], lw=2, ls=styles[k % len(styles)],
                         label=f"lr0={lr0:g}, gamma={gamma:g} (limit {dyn.output_bound:.3g})")
-        ax.plot(t, reach_envelope(lr0, gamma, T), color=line.get_color(), ls=":", lw=1)
+        ax.plot(t, reach_envelope(lr0, gamma, T), color="black", ls=":", lw=1.2, zorder=3)
     ax.axhline(x, color="tab:red", ls="--", label=f"target relu(x) = {x:g}")
     ax.set_xlabel("t")
     ax.set_ylabel("v_t")
-    ax.set_title("Reach after t steps: lr0 (1 - gamma^t) / (1 - gamma) (dotted)", fontsize=10)
+    ax.set_title("Reach after t steps: lr0 (1 - gamma^t) / (1 - gamma) (dotted, one per setting)",
+                 fontsize=10)
     ax.legend(fontsize=8)
     return fig
 
