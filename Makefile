@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/parity.py
 	$(BIN)/python benchmarks/simulate.py
 
 clean-venv:
