@@ -137,3 +137,45 @@ def test_failing_rank_is_named_and_the_restart_resumes(tmp_path, single):
     done = _torchrun(tmp_path, {})
     assert done.returncode == 0, done.stderr[-3000:]
     assert _check_same_counts(tmp_path, single)["resumed_batches"] >= 1
+
+
+def test_top5_counts_per_T():
+    from signgd_lab.evaluation import _batch_counts
+
+    y = torch.tensor([0, 1, 2])
+    logits = torch.zeros(3, 12)
+    logits[0, 0] = 1  # sample 0: top-1 right
+    logits[1, 5:10] = 1  # sample 1: label 1 outside the top 5
+    logits[2, 3:7] = 2
+    logits[2, 2] = 1  # sample 2: label 2 fifth
+    spiking = torch.stack([logits, -logits])  # T1: as the ANN; T2: reversed order
+    counts = _batch_counts(logits, spiking, y, top5=True)
+    expected_t2 = int((torch.topk(-logits, 5).indices == y[:, None]).any(-1).sum())
+    assert counts.tolist() == [3, 1, 2, 1, int((-logits).argmax(-1).eq(y).sum()), 2, expected_t2]
+
+
+def test_cli_evaluate_with_a_config_file(tmp_path, capsys):
+    from signgd_lab.cli import main
+
+    cfg = tmp_path / "eval.yaml"
+    cfg.write_text("model: digits_cnn\ntimestamps: [4, 8]\nbatch_size: 16\nlimit: 33\n"
+                   "calibration_samples: 32\n")
+    assert main(["evaluate", "--config", str(cfg), "--out", str(tmp_path / "o"), "--no-progress",
+                 "--append", str(tmp_path / "all.jsonl")]) == 0
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["samples"] == 33 and result["timestamps"] == [4, 8] and result["batches"] == 3
+    assert json.loads((tmp_path / "all.jsonl").read_text())["snn_correct"] == result["snn_correct"]
+    assert "| SNN T=8 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "digits_cnn", "--data", "no/such/dir"], "data 'no/such/dir' does not exist"),
+    (["--model", "timm:no_such_net"], "timm has no architecture 'no_such_net'"),
+    (["--data", "digits"], "--model is required"),
+])
+def test_cli_evaluate_bad_specs_exit_2(tmp_path, capsys, argv, message):
+    from signgd_lab.cli import main
+
+    assert main(["evaluate", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
