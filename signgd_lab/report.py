@@ -240,6 +240,9 @@ def render_html(notebook_path: Path, html_path: Path) -> None:
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(notebook_path, as_version=4)
+    heading = next((c.source for c in nb.cells if c.cell_type == "markdown"), "")
+    nb.metadata["title"] = next((line.lstrip("# ").strip() for line in heading.splitlines()
+                                 if line.startswith("#")), notebook_path.stem)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True,
                             extra_loaders=[DictLoader({"signgd_report.html.j2": _TEMPLATE})],

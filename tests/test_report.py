@@ -215,6 +215,7 @@ def test_rendered_page_is_offline_with_a_back_link(tmp_path):
     page = (tmp_path / "page.html").read_text()
     assert_offline_and_readable(page)
     assert "γ<sup>t−1</sup>" in page and page.count('href="index.html"') == 2
+    assert "<title>Page</title>" in page  # the notebook's heading, not "Notebook"
     assert "Plotly.newPlot" in page and "fig" not in visible_text(page).split()  # no code
     # the check itself catches what it must
     assert external_resources('<script src="https://cdn.example/x.js"></script>')

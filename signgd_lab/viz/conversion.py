@@ -8,6 +8,7 @@ import matplotlib
 import torch
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from ..conversion import SpikingNetwork
 from ..probes import LayerErrorTable, SpikeStats, TraceProbe
@@ -106,7 +107,9 @@ def error_vs_T_per_layer(table: LayerErrorTable, metric: str = "rel_l2", context
         else:
             ax.loglog(table.timestamps, data[i], color=cmap(i / max(n - 1, 1)), lw=1,
                       label=name if n <= 12 else None)
-    ax.set_xlabel("T")
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(table.timestamps, [str(t) for t in table.timestamps])
+    ax.set_xlabel("T (time-steps)")
     ax.set_ylabel(metric)
     ax.set_title(_titled(context, "error against T per layer (colour: depth)"))
     ax.legend(fontsize=6, ncol=2)
