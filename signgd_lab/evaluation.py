@@ -39,7 +39,8 @@ from torch.utils.data import DataLoader, Subset
 
 from .conversion import SpikingNetwork, convert
 from .conversion.network import check_timestamps
-from .zoo.datasets import LoadedData, calibration_loader, check_model_fits, load_data
+from .zoo.datasets import (LoadedData, calibration_loader, check_model_fits, data_config_of,
+                           load_data)
 from .zoo.errors import SpecError
 from .zoo.model_spec import LoadedModel, load_model
 
@@ -267,8 +268,9 @@ def _evaluate(ctx: _Dist, model_spec: str | nn.Module, data_spec: str | LoadedDa
         snn(data.evaluation[0][0].unsqueeze(0).to(dev), ts)
     convert_seconds = time.perf_counter() - start
     if save_network is not None and ctx.rank == 0:
-        if loaded.data_config is not None:
-            snn.data_config = dict(loaded.data_config)
+        config = data_config_of(loaded)
+        if config is not None:  # later runs shape the data for it without the original model
+            snn.data_config = config
         snn.save(save_network)
     ann = snn.ann if isinstance(net, SpikingNetwork) else net
 

@@ -171,7 +171,7 @@ def _check_normalisation(image_size: int | None, mean: Sequence[float] | None,
 def _digits(model: LoadedModel | None, image_size: int | None, mean: Sequence[float] | None,
             std: Sequence[float] | None) -> LoadedData:
     """Digits at the zoo model's size, or shaped like the model's input (timm config)."""
-    config = _base_config(model)
+    config = data_config_of(model)
     if config is None or (model is not None and model.zoo_entry is not None):
         size = image_size or (model.zoo_entry.image_size if model and model.zoo_entry else 8)
         (x_tr, y_tr), (x_te, y_te) = load_digits_split(size)
@@ -200,8 +200,10 @@ def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     return ((x - m) / s).contiguous()
 
 
-def _base_config(model: LoadedModel | None) -> dict[str, Any] | None:
-    """The model's preprocessing: timm's data config, a zoo model's (1, s, s) in [0, 1]."""
+def data_config_of(model: LoadedModel | None) -> dict[str, Any] | None:
+    """The model's preprocessing in timm's data-config form (``input_size``, ``mean``, ``std``,
+    ...): timm's config (or the one saved with a network), a zoo model's (1, s, s) in [0, 1];
+    None when unknown."""
     if model is None:
         return None
     if model.data_config is not None:
@@ -231,7 +233,7 @@ def image_transform(model: LoadedModel | None, image_size: int | None = None,
     side), centre-crop and normalise with the zoo model's or the user's values."""
     from torchvision import transforms
 
-    config = _base_config(model)
+    config = data_config_of(model)
     if config is None and (image_size is None or mean is None):
         name = model.spec if model is not None else "the model"
         raise SpecError(f"{what} needs the preprocessing of {name}, which is not a timm or zoo "
