@@ -179,3 +179,22 @@ def test_cli_evaluate_bad_specs_exit_2(tmp_path, capsys, argv, message):
     assert main(["evaluate", *argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_image_folder_with_loader_workers(tmp_path, zoo_cache):
+    """An ImageNet-layout folder of digits PNGs, read by 2 DataLoader workers (the transforms
+    pickle), gives the counts of the same images given as tensors (8-bit rounding aside: the
+    ANN agrees on at least all but one image)."""
+    from test_specs import write_digits_folder
+
+    _, (x_tr, y_tr), (x_te, y_te) = zoo_cache("digits_cnn")
+    write_digits_folder(tmp_path / "inet" / "train", x_tr, y_tr, per_class=4)
+    write_digits_folder(tmp_path / "inet" / "val", x_te, y_te, per_class=3)
+    args = {**ARGS, "limit": None, "calibration_samples": 40}
+    result = evaluate(**{**args, "data": str(tmp_path / "inet")}, workers=2)
+    assert result.samples == 30 and result.classes == 10 and result.batches == 1
+    assert "calibrate on train/ (40 images)" in result.details["data_description"]
+    index = [i for d in range(10) for i in (y_te == d).nonzero().flatten()[:3].tolist()]
+    model = load_model("digits_cnn").model
+    ann_tensors = int((model(x_te[index]).argmax(-1) == y_te[index]).sum())
+    assert abs(result.ann_correct - ann_tensors) <= 1
