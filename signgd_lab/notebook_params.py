@@ -202,17 +202,24 @@ def _scalar(spec: ParamSpec, value: Any) -> Any:
     return float(value)
 
 
-def check_parameters(name: str, values: dict[str, Any]) -> dict[str, Any]:
+def check_parameters(name: str, values: dict[str, Any], providers: bool = True) -> dict[str, Any]:
     """Check the parameters of notebook ``name`` and return them coerced to their types.
 
     ``values`` may hold any subset (missing ones take their defaults) and other keys (e.g. a
     notebook's ``globals()``, which are ignored). Raises ValueError naming the parameter, the
     value and what is allowed; checks cross-parameter rules (``1..T``, ``in TIMESTAMPS``).
+    Types, ranges and choices are checked first; the ``@`` rules (which import torch or
+    look models up) last, and only with ``providers=True``.
     """
     specs = parameter_specs(name)
     out = {k: parse_value(s, values.get(k, s.default)) for k, s in specs.items()}
     for spec in specs.values():
         _check_rules(name, spec, out[spec.name], out)
+    if providers:
+        for spec in specs.values():
+            if spec.provider and not (spec.has_auto and out[spec.name] == spec.auto):
+                items = out[spec.name] if spec.is_list else [out[spec.name]]
+                _check_provider(f"{name}: {spec.name}={out[spec.name]!r}", spec.provider, items)
     return out
 
 
@@ -251,8 +258,6 @@ def _check_rules(notebook: str, spec: ParamSpec, value: Any, values: dict[str, A
                              f"{values[spec.member_of]!r}")
     if spec.increasing and any(b <= a for a, b in zip(items, items[1:])):
         raise ValueError(f"{where}: must be strictly increasing")
-    if spec.provider:
-        _check_provider(where, spec.provider, items)
 
 
 def _check_provider(where: str, provider: str, items: list[Any]) -> None:

@@ -144,13 +144,14 @@ class ReportConfig:
         """Every selected notebook's parameters, checked against its parameters cell (names,
         types, ranges, choices, models, device) before anything runs. Raises ValueError."""
         checked = {}
-        for name in self.notebooks:
-            values = self.notebook_parameters(name)
-            unknown = [k for k in values if k not in parameter_specs(name)]
-            if unknown:
-                raise ValueError(f"{name} has no parameter(s) {', '.join(unknown)}; its "
-                                 f"parameters: {', '.join(parameter_specs(name))}")
-            checked[name] = check_parameters(name, values)
+        for providers in (False, True):  # the quick checks of every notebook first
+            for name in self.notebooks:
+                values = self.notebook_parameters(name)
+                unknown = [k for k in values if k not in parameter_specs(name)]
+                if unknown:
+                    raise ValueError(f"{name} has no parameter(s) {', '.join(unknown)}; its "
+                                     f"parameters: {', '.join(parameter_specs(name))}")
+                checked[name] = check_parameters(name, values, providers)
         return checked
 
     def quick(self) -> "ReportConfig":
