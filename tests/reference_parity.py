@@ -120,9 +120,9 @@ class Parity:
     ann_gap: float
 
 
-def compare(name: str, dynamics: str, min_T: int = 8) -> Parity:
-    """Convert model ``name`` with ``dynamics`` (``paper`` / ``if``) as the reference did and
-    compare the outputs at every stored T >= ``min_T``."""
+def compare(name: str, dynamics: str, min_T: int = 8, recipe: object = None) -> Parity:
+    """Convert model ``name`` with ``dynamics`` (``paper`` / ``if``; ``recipe``: the preset's
+    unless given) as the reference did and compare the outputs at every stored T >= ``min_T``."""
     import signgd_lab as sl
 
     model = load_model(name)
@@ -130,7 +130,7 @@ def compare(name: str, dynamics: str, min_T: int = 8) -> Parity:
     ref = reference_outputs(name, dynamics)
     ts = [t for t in ref["timestamps"] if t >= min_T]
     rows = [ref["timestamps"].index(t) for t in ts]
-    snn = sl.convert(model, x_train[:CALIBRATION_SAMPLES], dynamics=dynamics)
+    snn = sl.convert(model, x_train[:CALIBRATION_SAMPLES], dynamics=dynamics, recipe=recipe)
     with torch.no_grad():
         ann = model(x_test)
         ours = snn(x_test, ts)  # (len(ts), 360, 10)

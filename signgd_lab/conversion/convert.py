@@ -19,6 +19,7 @@ from .passes import (calibrate, collect_batches, decompose_attention, decompose_
                      decompose_maxpool, find_unsupported, fuse_conv_bn, prepare_composites,
                      replace_nonlinearities, scale_activations)
 from .passes.audit import audit
+from .passes.separate_samples import separate_samples
 from .recipes import Recipe, get_recipe
 from .tracer import trace
 
@@ -122,11 +123,12 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = decompose_layernorm(gm, rec, example)
     gm = decompose_maxpool(gm, rec, example)
     gm = replace_nonlinearities(gm, rec, example)
+    gm = separate_samples(gm, example)
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
     audit(gm, _audit_samples(batches), targets)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 
-    return SpikingNetwork(gm, dyn, rec.name)
+    return SpikingNetwork(gm, dyn, rec.name, rec.offset_sum)
 
 
 def _audit_samples(batches: list[torch.Tensor], n: int = 3) -> torch.Tensor:

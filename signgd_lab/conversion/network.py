@@ -187,14 +187,16 @@ class SpikingNetwork(nn.Module):
             neuron targets), which is what probes compare against.
         dynamics: :class:`SignGDDynamics` or :class:`IFDynamics`.
         neurons: name -> :class:`NeuronOp` for every neuron population.
+        offset_sum: how the correction offsets are rounded (:attr:`Recipe.offset_sum`).
     """
 
     def __init__(self, graph_module: fx.GraphModule, dynamics: SignGDDynamics | IFDynamics,
-                 recipe_name: str = "paper") -> None:
+                 recipe_name: str = "paper", offset_sum: str = "direct") -> None:
         super().__init__()
         self.graph_module = graph_module
         self.dynamics = dynamics
         self.recipe_name = recipe_name
+        self.offset_sum = offset_sum
         self.neurons: dict[str, NeuronOp] = {  # in graph (execution) order
             node.target: graph_module.get_submodule(node.target)
             for node in graph_module.graph.nodes if node.op == "call_module"
@@ -258,9 +260,13 @@ class SpikingNetwork(nn.Module):
         finally:
             self._attach(None)
         (out1, rec1), (out0, rec0) = passes[1.0], passes[0.0]
+
+        def offset(one: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:  # A(1) + A(0)
+            return (one - zero) + 2 * zero if self.offset_sum == "reference" else one + zero
+
         corr = Correction(
-            offsets={n: tuple(a + b for a, b in zip(rec1[n], rec0[n])) for n in rec1},
-            biases=dict(rec0), out_offset=out1 + out0, out_bias=out0)
+            offsets={n: tuple(offset(a, b) for a, b in zip(rec1[n], rec0[n])) for n in rec1},
+            biases=dict(rec0), out_offset=offset(out1, out0), out_bias=out0)
         sizes = [_population(self.neurons[n], c) for n, c in rec0.items()]
         corr.largest, corr.total = max([1] + sizes), max(1, sum(sizes))
         corr.state = sum(_state_size(self.neurons[n], c) for n, c in rec0.items())

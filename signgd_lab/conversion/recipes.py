@@ -30,6 +30,9 @@ class Recipe:
         maxpool_neuron: ``max`` (pairwise max neurons, reference) or ``relu``
             (max(a, b) = a + ReLU(b - a), so ReLU-only dynamics such as IF can pool).
         calibration_floor: calibrated maxima <= this are set to 1 (reference: 1e-5).
+        offset_sum: how the correction offset A(1) + A(0) is rounded: ``reference``
+            ((A(1) - A(0)) + 2 A(0), the reference's order, which brings paper mode measurably
+            closer to it) or ``direct`` (A(1) + A(0), one rounding).
     """
 
     name: str = "paper"
@@ -40,6 +43,7 @@ class Recipe:
     maxpool_neuron: str = "max"
     softmax: str = "paper"
     calibration_floor: float = 1e-5
+    offset_sum: str = "reference"
 
     def __post_init__(self) -> None:
         if self.gelu not in ("paper", "match"):
@@ -48,6 +52,9 @@ class Recipe:
             raise ValueError(f"Recipe.softmax must be 'paper' or 'max_subtract', got {self.softmax!r}")
         if self.maxpool_neuron not in ("max", "relu"):
             raise ValueError(f"Recipe.maxpool_neuron must be 'max' or 'relu', got {self.maxpool_neuron!r}")
+        if self.offset_sum not in ("reference", "direct"):
+            raise ValueError(f"Recipe.offset_sum must be 'reference' or 'direct', "
+                             f"got {self.offset_sum!r}")
         if self.leaky_slope not in ("paper", "module"):
             raise ValueError(f"Recipe.leaky_slope must be 'paper' or 'module', got {self.leaky_slope!r}")
 
@@ -56,7 +63,7 @@ RECIPES = {
     "paper": Recipe(),
     "if": Recipe(name="if", maxpool_neuron="relu"),
     "extended": Recipe(name="extended", gelu="match", leaky_slope="module",
-                       softmax="max_subtract",
+                       softmax="max_subtract", offset_sum="direct",
                        scaled_targets=("relu", "leaky_relu", "abs", "max", "square", "div",
                                        "rsqrt_div", "mul", "gelu", "gelu_erf", "gelu_tanh",
                                        "silu", "sigmoid", "tanh", "softplus")),
