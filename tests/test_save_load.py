@@ -55,7 +55,7 @@ def test_unpicklable_user_target_names_the_fix(tmp_path):
 
     sl.register_target("cube_lambda", lambda x: x**3)
     try:
-        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)).eval()
         snn = sl.convert(model, torch.randn(8, 4))
         next(iter(snn.neurons.values())).target = sl.get_target("cube_lambda")
         with pytest.raises(ConversionError, match="module-level function"):
