@@ -78,10 +78,12 @@ def test_widgets_redraw_in_a_kernel(tmp_path):
 import json
 panel = trajectory_panel
 before, first = panel.redraws, panel.figure
+loss_before = loss_panel.redraws
 panel.controls["x"].value = 1.2
 after = panel.redraws
 target_line = panel.figure.axes[0].lines[2]
 json.dump({"before": before, "after": after, "changed": panel.figure is not first,
+           "linked": loss_panel.redraws - loss_before, "loss_x": loss_panel.controls["x"].value,
            "target": float(target_line.get_ydata()[0]),
            "shown": [sorted(o["data"]) for o in panel.output.outputs]}, open("widget.json", "w"))
 """
@@ -89,6 +91,7 @@ json.dump({"before": before, "after": after, "changed": panel.figure is not firs
                  T=16, T_LIST=[16, 32], LOSS_STEPS=[1, 4], GRID_POINTS=21)
     w = json.loads((tmp_path / "widget.json").read_text())
     assert w["after"] == w["before"] + 1 and w["changed"]
+    assert w["linked"] == 1 and w["loss_x"] == 1.2  # one x for both panels of 01
     assert w["target"] == pytest.approx(1.0)  # clip(1.2, 0, 1)
     assert len(w["shown"]) == 1 and "image/png" in w["shown"][0]  # the panel shows the new figure
 

@@ -166,6 +166,14 @@ def test_help_documents_every_flag():
         assert flag in text
 
 
+def test_list_params_shows_every_notebook_parameter_with_its_rules(capsys):
+    assert main(["report", "--list-params"]) == 0
+    out = capsys.readouterr().out
+    for line in ("--param 02.NAME=VALUE", "SCHEDULE", "one of inverse, constant",
+                 "LOSS_STEPS", "in [1, T]", "TARGETS", "a one-input target", "SCATTER_T"):
+        assert line in out, line
+
+
 def test_list_models(capsys):
     assert main(["report", "--list-models"]) == 0
     out = capsys.readouterr().out
