@@ -243,6 +243,16 @@ def _timm_modules() -> tuple[type, ...]:
     return (DropPath, LayerScale, LayerScale2d, Affine)
 
 
+def _timm_layout_functions() -> tuple[object, ...]:
+    """timm functions that fx keeps whole (they read shapes as ints) and that only reshape and
+    permute their tensor argument: swin's ``window_reverse`` (view, permute, view)."""
+    try:
+        from timm.models.swin_transformer import window_reverse
+    except ImportError:
+        return ()
+    return (window_reverse,)
+
+
 def _module_violation(gm: fx.GraphModule, node: fx.Node) -> str | None:
     mod = module_of(gm, node)
     kind = type(mod)
@@ -266,6 +276,8 @@ def affine_violation(gm: fx.GraphModule, node: fx.Node, dynamic: set[fx.Node],
     """Why input-dependent ``node`` is not a proven-affine op (None when it is)."""
     if node.op == "call_module":
         return _module_violation(gm, node)
+    if node.op == "call_function" and node.target in _timm_layout_functions():
+        return None
     name = op_name(node)
     rule = RULES.get(name) if name is not None else None
     if rule is None:

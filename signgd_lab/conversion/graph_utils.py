@@ -81,7 +81,15 @@ def batch_dims(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, tuple
         a, b = runs[0][node], runs[1][node]
         if a is not None and b is not None and len(a) == len(b):
             dims[node] = tuple(i for i, (p, q) in enumerate(zip(a, b)) if p != q)
+            node.meta["batch_rows"] = (a[0], b[0]) if len(a) else None
     return dims
+
+
+def samples_alone_on_dim0(node: fx.Node) -> bool:
+    """True when dim 0 of ``node`` holds exactly one row per sample (read from the sizes
+    :func:`batch_dims` recorded: 2 and 3 rows for batches of 2 and 3 samples); False when the
+    batch is merged with another dim there (e.g. attention windows) or sits elsewhere."""
+    return node.meta.get("batch_rows") == (2, 3)
 
 
 _OPERATOR_NAMES = {operator.add: "add", operator.sub: "sub", operator.mul: "mul",

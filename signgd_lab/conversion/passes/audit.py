@@ -18,7 +18,7 @@ from torch import fx
 
 from ..affine import affine_violation
 from ..errors import ConversionError
-from ..graph_utils import batch_dims, describe, dynamic_nodes, module_of
+from ..graph_utils import batch_dims, describe, dynamic_nodes, module_of, samples_alone_on_dim0
 from ..handlers import AffineOp, user_affine_op
 from ..neuron_ops import MatmulNeuronOp, NeuronOp
 from .calibration import base_name
@@ -135,6 +135,14 @@ def audit(gm: fx.GraphModule, samples: torch.Tensor,
         mod = module_of(gm, node)
         if type(mod) in _NEURON_TYPES:
             name = base_name(mod.target.name)
+            merged = [a.name for a in node.all_input_nodes
+                      if a in dynamic and not samples_alone_on_dim0(a)]
+            if merged:
+                problems.append(
+                    f"{describe(gm, node)} ({mod.source}): its input {merged[0]} does not hold one "
+                    "row per sample on dim 0 (the batch is merged with another dim, e.g. "
+                    "attention windows); the spiking runtime keeps one neuron state per sample "
+                    "row, so reshape the batch back to dim 0 around the nonlinearity")
             if neuron_targets is not None and name not in neuron_targets:
                 problems.append(f"{describe(gm, node)} ({mod.source}): a '{name}' neuron, but "
                                 f"these dynamics only run {', '.join(sorted(neuron_targets))}; use "
@@ -158,5 +166,5 @@ def audit(gm: fx.GraphModule, samples: torch.Tensor,
             problems.append(mixing)
     if problems:
         raise ConversionError(
-            f"the converted network would compute something else than the model: {len(problems)} "
-            "op(s) are neither neurons nor proven affine:", problems)
+            f"the converted network would not compute what the model computes: {len(problems)} "
+            "op(s) are not neurons the dynamics can run, nor proven affine ops:", problems)

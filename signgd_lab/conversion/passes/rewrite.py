@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import fx
 
-from ..graph_utils import Emitter, dynamic_nodes, finish, propagate_shapes
+from ..graph_utils import Emitter, dynamic_nodes, finish, is_shape_node, propagate_shapes
 from ..handlers import handlers_for
 from ..recipes import Recipe
 
@@ -16,9 +16,9 @@ def apply_stage(gm: fx.GraphModule, stage: str, recipe: Recipe,
                 example: torch.Tensor | None = None) -> fx.GraphModule:
     """Return a copy of ``gm`` with every input-dependent node of ``stage`` rewritten.
 
-    The set of input-dependent nodes is recomputed after every rewrite, so an op whose operand
-    was itself just replaced by neurons (``gelu(a) * sigmoid(b)``) is still seen as acting on
-    input-dependent values. ``example`` (one input batch) is needed by rewrites that read
+    The set of input-dependent nodes is updated after every rewrite with the nodes it emitted,
+    so an op whose operand was itself just replaced by neurons (``gelu(a) * sigmoid(b)``) is
+    still seen as acting on input-dependent values. ``example`` (one input batch) is needed by rewrites that read
     shapes (max-pooling, SDPA, max trees).
     """
     gm = copy.deepcopy(gm)
@@ -32,11 +32,19 @@ def apply_stage(gm: fx.GraphModule, stage: str, recipe: Recipe,
         handler = next((h for h in handlers if h.matches(gm, node, dynamic)), None)
         if handler is None:
             continue
+        before, after = node.prev, node.next
         with Emitter(gm, node) as emit:
             result = handler.rewrite(emit, node, recipe)
             if result is not None:
                 emit.replace(result)
-        dynamic = dynamic_nodes(gm.graph)
+        if getattr(after, "_erased", False):  # the handler rewired the users itself
+            dynamic = dynamic_nodes(gm.graph)
+            continue
+        new = before.next
+        while new is not after:  # the emitted nodes, in order
+            if not is_shape_node(new) and any(a in dynamic for a in new.all_input_nodes):
+                dynamic.add(new)
+            new = new.next
     return finish(gm)
 
 
