@@ -31,7 +31,13 @@ def build(name: str, px: int) -> torch.nn.Module:
 
     kwargs = {k: (px if v is None else v) for k, v in FAMILIES[name].items()}
     torch.manual_seed(0)
-    return timm.create_model(name, pretrained=False, **kwargs).eval()
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    head = model.get_classifier()
+    if isinstance(head, torch.nn.Linear) and not head.weight.any():
+        # timm zero-initialises some heads (MLP-Mixer, ResMLP, gMLP): all logits would be the
+        # bias and the relative error 0 / 0; a seeded random head makes the logits informative
+        torch.nn.init.normal_(head.weight, std=head.in_features ** -0.5)
+    return model
 
 
 def measure(name: str, px: int = 32, batch: int = 2, calibration: int = 8) -> dict:

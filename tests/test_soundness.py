@@ -129,3 +129,50 @@ def test_paper_mode_converts_the_new_ops_structurally():
     snn = sl.convert(model, x, dynamics="paper")
     assert rel(snn.ann(x), model(x)) < 1e-4
     assert sl.count_nonlinear(snn)["remaining"] == 0
+
+
+# ------------------------------------------------------------------ regressions of the causes
+
+def test_inplace_write_into_a_view_is_refused():
+    def f(m, a, b):
+        h = a + 0
+        h[:, :4].relu_()  # changes h through shared memory
+        return h
+
+    model, x = build(Pattern("view", vec(f), (6,)))
+    with pytest.raises(ConversionError, match="shares memory"):
+        sl.convert(model, x, dynamics="extended")
+
+
+def test_item_assignment_is_refused():
+    def f(m, a, b):
+        h = a + 0
+        h[:, 0] = 0.0
+        return h
+
+    model, x = build(Pattern("setitem", vec(f), (6,)))
+    with pytest.raises(ConversionError, match="item assignment"):
+        sl.convert(model, x, dynamics="extended")
+
+
+def test_linear_batchnorm1d_on_3d_input_is_not_folded_as_if_2d():
+    from signgd_lab.conversion import trace
+    from signgd_lab.conversion.passes import fuse_conv_bn
+
+    p = next(p for p in PATTERNS if p.name == "linear_batchnorm1d_3d")
+    model, x = build(p)
+    fused = fuse_conv_bn(trace(model), x[:1])
+    assert any(isinstance(m, nn.BatchNorm1d) for m in fused.modules())
+    with torch.no_grad():
+        assert rel(fused(x), model(x)) < 1e-6
+
+
+def test_a_subclass_that_overrides_forward_is_not_taken_for_its_parent():
+    class DoubleReLU(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) * 2
+
+    model, x = build(Pattern("sub", vec(lambda m, a, b: m.extra["act"](a),
+                                        extra={"act": DoubleReLU()}), (6,)))
+    snn = sl.convert(model, x, dynamics="extended")
+    assert rel(snn.ann(x), model(x)) < 1e-5
