@@ -7,9 +7,11 @@ The sequential part of a signGD population is, per neuron and step k,
 
 :func:`population_steps` runs all of it for a block of steps with the state in registers: one
 compiled kernel per target, input layout and option set, so the target is a compile-time
-constant and the inner loop vectorises. Targets made of exact IEEE operations (relu,
-leaky_relu, abs, square, max, mul, div, the x1/sqrt(x2) rule) give the torch path's numbers bit
-for bit. The exp-based targets (exp, gelu, silu, sigmoid, softplus) use
+constant and the inner loop vectorises. Each kernel is a module-level function or a closure over
+plain flags, so numba's on-disk cache (``NUMBA_CACHE_DIR``, else ``__pycache__``) serves it to
+every later process: only the first process on a machine compiles it. Targets made of exact
+IEEE operations (relu, leaky_relu, abs, square, max, mul, div, the x1/sqrt(x2) rule) give the
+torch path's numbers bit for bit. The exp-based targets (exp, gelu, silu, sigmoid, softplus) use
 :func:`~signgd_lab.dynamics.vecmath.vexp` (within 2 ulp) and gelu_erf / gelu_tanh / tanh the
 C library: their g may differ from torch's (itself not the same in its vectorised and scalar
 loops) in the last bit, which changes a spike only at a tie that close (tested). ``ENABLED``
@@ -112,66 +114,64 @@ def _constants(param: float) -> list[float]:
             20.0]
 
 
-def _target_function(code: int):
-    """g(a, b) of one target as a compiled function of scalars (c: the constants)."""
-    relu, leaky, absolute, square, maximum, mul, div, rsqrt = (_CODES[n] for n in EXACT_TARGETS)
-    exp, gelu, gelu_erf, gelu_tanh, silu, sigmoid, tanh, softplus = (
-        _CODES[n] for n in TRANSCENDENTAL_TARGETS)
+# the target codes, module constants the compiled functions fold into their branches
+(_RELU, _LEAKY, _ABS, _SQUARE, _MAX, _MUL, _DIV, _RSQRT, _EXP, _GELU, _GELU_ERF, _GELU_TANH, _SILU,
+ _SIGMOID, _TANH, _SOFTPLUS) = (_CODES[n] for n in (
+    "relu", "leaky_relu", "abs", "square", "max", "mul", "div", "rsqrt_div", "exp", "gelu",
+    "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus"))
 
-    @njit(cache=True, error_model="numpy")
-    def target(a, b, c):  # pragma: no cover - compiled
-        if code == relu:
+
+if njit is not None:
+    # Inlined into each kernel (numba IR), where code and scaled are the kernel's compile-time
+    # constants: LLVM folds the branches away, so only one target's arithmetic is left in the
+    # loop and it vectorises. Module-level functions (not closures over dispatchers), so the
+    # kernels that use them can be loaded from numba's on-disk cache by a later process.
+    @njit(inline="always", error_model="numpy")
+    def _target(code, a, b, c):  # pragma: no cover - compiled
+        # g(a, b) of one target (c: the constants)
+        if code == _RELU:
             return a if a > c[_ZERO] else c[_ZERO]
-        if code == leaky:
+        if code == _LEAKY:
             return a if a >= c[_ZERO] else c[_PARAM] * a
-        if code == absolute:
+        if code == _ABS:
             return abs(a)
-        if code == square:
+        if code == _SQUARE:
             return a * a
-        if code == maximum:
+        if code == _MAX:
             return a if a >= b else b
-        if code == mul:
+        if code == _MUL:
             return a * b
-        if code == div:
+        if code == _DIV:
             return a / b
-        if code == exp:
+        if code == _EXP:
             return vexp(a)
-        if code == gelu:  # x sigmoid(1.702 x)
+        if code == _GELU:  # x sigmoid(1.702 x)
             return a * (c[_ONE] / (c[_ONE] + vexp(-(c[_GELU_K] * a))))
-        if code == gelu_erf:
+        if code == _GELU_ERF:
             return a * c[_HALF] * (c[_ONE] + math.erf(a * c[_SQRT1_2]))
-        if code == gelu_tanh:
+        if code == _GELU_TANH:
             inner = c[_TANH_BETA] * (a + c[_TANH_KAPPA] * (a * a * a))
             return c[_HALF] * a * (c[_ONE] + math.tanh(inner))
-        if code == silu:
+        if code == _SILU:
             return a / (c[_ONE] + vexp(-a))
-        if code == sigmoid:
+        if code == _SIGMOID:
             return c[_ONE] / (c[_ONE] + vexp(-a))
-        if code == tanh:
+        if code == _TANH:
             return math.tanh(a)
-        if code == softplus:
+        if code == _SOFTPLUS:
             return a if a > c[_TWENTY] else math.log1p(vexp(a))
         return a  # rsqrt_div has a spike rule instead of a target
 
-    return target
-
-
-def _fires_function(code: int, scaled: bool):
-    """The spike decision of one target (scaled: h(z) = g(s z) / s)."""
-    target = _target_function(code)
-    rsqrt = _CODES["rsqrt_div"]
-
-    @njit(cache=True, error_model="numpy")
-    def fires(v, a, b, s, tie, c):  # pragma: no cover - compiled
-        if code == rsqrt:  # the reference's rule for x1 / sqrt(x2); b is sqrt(x2_hat) here
+    @njit(inline="always", error_model="numpy")
+    def _fires(code, scaled, v, a, b, s, tie, c):  # pragma: no cover - compiled
+        # the spike decision of one target (scaled: h(z) = g(s z) / s)
+        if code == _RSQRT:  # the reference's rule for x1 / sqrt(x2); b is sqrt(x2_hat) here
             return b * v > a
         if scaled:
-            g = target(s * a, b, c) / s
+            g = _target(code, s * a, b, c) / s
         else:
-            g = target(a, b, c)
+            g = _target(code, a, b, c)
         return v >= g if tie else v > g
-
-    return fires
 
 
 @lru_cache(maxsize=None)
@@ -180,9 +180,9 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
     """Compiled block kernel for one target and input layout: arms = inputs with a drive;
     row: the second input has one value per row of the last dimension (x2 (B, R), S = R * W);
     divided / multiplied: the first input current is divided by ``pre`` and the spikes are
-    multiplied by ``post`` (per neuron), as the graph's ``x / m -> g -> * m`` would."""
-    fires = _fires_function(code, scaled)
-    rsqrt = _CODES["rsqrt_div"]
+    multiplied by ``post`` (per neuron), as the graph's ``x / m -> g -> * m`` would. The kernel
+    is a closure over these flags only (ints and bools: numba's cache keys on their values), so a
+    later process loads it from the cache instead of compiling it."""
 
     if row:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
@@ -201,7 +201,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                     for r in range(rows):
                         b = _charged(x2[bi, r], e, two, cur2[k, bi, r], off2[r])
                         x2[bi, r] = b
-                        if code == rsqrt:
+                        if code == _RSQRT:
                             b = math.sqrt(b)
                         for j in range(r * width, (r + 1) * width):
                             spread[j] = b
@@ -210,7 +210,8 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                         a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         x = v[bi, j]
-                        f = fires(x, a, spread[j], scale[j] if scaled else one, tie, c)
+                        f = _fires(code, scaled, x, a, spread[j],
+                                   scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
@@ -234,10 +235,10 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                         if arms == 2:
                             b = _charged(x2[bi, j], e, two, cur2[k, bi, j], off2[j])
                             x2[bi, j] = b
-                            if code == rsqrt:
+                            if code == _RSQRT:
                                 b = math.sqrt(b)
                         x = v[bi, j]
-                        f = fires(x, a, b, scale[j] if scaled else one, tie, c)
+                        f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
@@ -323,14 +324,9 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     return spikes
 
 
-@lru_cache(maxsize=None)
-def _max_chain_kernel():
-    """Compiled kernel of :func:`max_chain_steps` (the max target's spike rule, as
-    :func:`_population_kernel` uses it)."""
-    fires = _fires_function(_CODES["max"], False)
-
+if njit is not None:
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
+    def _max_chain(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
                out):  # pragma: no cover - compiled
         # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
         # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
@@ -364,13 +360,11 @@ def _max_chain_kernel():
                         b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
                         x2[m, bi, j] = b
                         x = v[m, bi, j]
-                        f = fires(x, a, b, one, tie, c)
+                        f = _fires(_MAX, False, x, a, b, one, tie, c)
                         v[m, bi, j] = x - e if f else x + e
                         prev[j] = one if f else zero
                 for j in range(size):
                     out[k, bi, j] = prev[j]
-
-    return kernel
 
 
 def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
@@ -404,7 +398,7 @@ def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[in
     starts, dims, strides = layout
     out = torch.empty(steps, batch, size, dtype=v.dtype)
     index = np.int64
-    _max_chain_kernel()(np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
+    _max_chain(np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
                         y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
                         np.array(dims, dtype=index), np.array(strides, dtype=index),
                         offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(),
