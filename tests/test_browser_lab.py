@@ -42,15 +42,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def lab(tmp_path):
+PLOTLY_CELL = """import plotly.graph_objects as go
+from signgd_lab.viz.conversion import show_plotly
+show_plotly(go.Figure(go.Scatter(y=[1, 3, 2])))
+"""
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
     """A JupyterLab server (no token, local only) serving a copy of notebook 02 whose parameters
-    are overridden by a cell right after the parameters cell, as papermill would."""
+    are overridden by a cell right after the parameters cell, as papermill would, and a
+    one-cell notebook that shows a plotly figure."""
     tools = _tools()
+    tmp_path = tmp_path_factory.mktemp("lab")
     nb = nbformat.read(NOTEBOOKS / "02_signgd_nonlinearities.ipynb", as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell(OVERRIDES))
     nbformat.write(nb, tmp_path / "02_lab.ipynb")
+    plot = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(PLOTLY_CELL)])
+    plot.metadata["kernelspec"] = nb.metadata["kernelspec"]
+    nbformat.write(plot, tmp_path / "plotly_reload.ipynb")
     port = _free_port()
     env = {**os.environ, "HOME": str(tmp_path), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
@@ -96,34 +107,45 @@ def _wait(driver, condition, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.mark.browser
-def test_lab_panel_redraws_and_shows_errors(lab):
+def _chrome(tmp_path: Path, browser: str, driver_path: str, profile: str):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", f"--user-data-dir={tmp_path / profile}",
+                # offline: every name but the local server fails to resolve
+                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def _open_and_run_all(driver, url: str, notebook: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{url}/lab/tree/{notebook}")
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120,
+          "the notebook to open")
+    _wait(driver, lambda d: "Idle" in d.find_element(By.ID, "jp-main-statusbar").text, 120,
+          "the kernel to start")
+    _wait(driver, lambda d: d.find_element(
+        By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"), 30,
+          "the Run menu").click()
+    _wait(driver, lambda d: d.find_element(
+        By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"),
+          30, "Run All Cells").click()
+
+
+@pytest.mark.browser
+def test_lab_panel_redraws_and_shows_errors(lab):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, tmp_path, (browser, driver_path) = lab
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chrome'}",
-                # offline: every name but the local server fails to resolve
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = _chrome(tmp_path, browser, driver_path, "chrome-panel")
     try:
-        driver.get(f"{url}/lab/tree/02_lab.ipynb")
-        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120,
-              "the notebook to open")
-        _wait(driver, lambda d: "Idle" in d.find_element(By.ID, "jp-main-statusbar").text, 120,
-              "the kernel to start")
-        _wait(driver, lambda d: d.find_element(
-            By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"), 30,
-              "the Run menu").click()
-        _wait(driver, lambda d: d.find_element(
-            By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"),
-              30, "Run All Cells").click()
+        _open_and_run_all(driver, url, "02_lab.ipynb")
 
         def panel(d):  # the first panel: one signGD neuron, with a target box
             return d.find_elements(By.CSS_SELECTOR, ".signgd-panel")[0]
@@ -149,6 +171,47 @@ def test_lab_panel_redraws_and_shows_errors(lab):
     except Exception:
         driver.save_screenshot(str(tmp_path / "lab.png"))
         print(f"screenshot: {tmp_path / 'lab.png'}; server log: {tmp_path / 'lab.log'}")
+        raise
+    finally:
+        driver.quit()
+
+
+@pytest.mark.browser
+def test_lab_plotly_figure_survives_a_reload(lab):
+    """Each plotly output carries its own plotly.js: after saving and reloading the page the
+    figure is drawn again, offline ("Plotly is not defined" was the failure)."""
+    from selenium.webdriver.common.by import By
+
+    url, tmp_path, (browser, driver_path) = lab
+    driver = _chrome(tmp_path, browser, driver_path, "chrome-plotly")
+    drawn = ".jp-OutputArea-output .js-plotly-plot svg.main-svg"
+    try:
+        _open_and_run_all(driver, url, "plotly_reload.ipynb")
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn), 120, "the plotly figure")
+        # run it again: the output that had plotly.js once is replaced by the new one
+        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
+        _wait(driver, lambda d: d.find_element(
+            By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"),
+              30, "Run All Cells").click()
+        _wait(driver, lambda d: "[2]" in d.find_element(
+            By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt").text,
+              120, "the second run")
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn), 120, "the plotly figure")
+        # save with File > Save Notebook (no keyboard focus needed)
+        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='File']").click()
+        _wait(driver, lambda d: d.find_element(
+            By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Save Notebook']"),
+              30, "Save Notebook").click()
+        _wait(driver, lambda d: "Plotly.newPlot" in (tmp_path / "plotly_reload.ipynb").read_text(),
+              60, "the notebook to be saved with its output")
+        driver.refresh()
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 120,
+              "the notebook to reopen")
+        _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn), 120,
+              "the plotly figure after the reload")
+    except Exception:
+        driver.save_screenshot(str(tmp_path / "plotly.png"))
+        print(f"screenshot: {tmp_path / 'plotly.png'}; server log: {tmp_path / 'lab.log'}")
         raise
     finally:
         driver.quit()
