@@ -122,11 +122,11 @@ def _constants(param: float) -> list[float]:
 
 
 if njit is not None:
-    # Inlined into each kernel (numba IR), where code and scaled are the kernel's compile-time
-    # constants: LLVM folds the branches away, so only one target's arithmetic is left in the
-    # loop and it vectorises. Module-level functions (not closures over dispatchers), so the
-    # kernels that use them can be loaded from numba's on-disk cache by a later process.
-    @njit(inline="always", error_model="numpy")
+    # Compiled once per dtype; LLVM inlines them into each kernel, where code and scaled are
+    # compile-time constants, and folds the branches away, so only one target's arithmetic is
+    # left in the loop and it vectorises. Module-level functions (not closures over
+    # dispatchers), so the kernels that call them can be loaded from numba's on-disk cache.
+    @njit(cache=True, error_model="numpy")
     def _target(code, a, b, c):  # pragma: no cover - compiled
         # g(a, b) of one target (c: the constants)
         if code == _RELU:
@@ -162,7 +162,7 @@ if njit is not None:
             return a if a > c[_TWENTY] else math.log1p(vexp(a))
         return a  # rsqrt_div has a spike rule instead of a target
 
-    @njit(inline="always", error_model="numpy")
+    @njit(cache=True, error_model="numpy")
     def _fires(code, scaled, v, a, b, s, tie, c):  # pragma: no cover - compiled
         # the spike decision of one target (scaled: h(z) = g(s z) / s)
         if code == _RSQRT:  # the reference's rule for x1 / sqrt(x2); b is sqrt(x2_hat) here
