@@ -117,9 +117,10 @@ def _keeps_batch(all_if_none: bool = True) -> Rule:
             return None
         meta = ref.meta.get("tensor_meta")
         ndim = len(meta.shape) if meta is not None and hasattr(meta, "shape") else None
+        if ref not in site.batch:  # where the batch is is unknown: the audit checks it later
+            return None
         dims = _dims(value, ndim)
-        batch = site.batch.get(ref) or (0,)
-        hit = sorted(set(dims) & set(batch)) if ndim is not None else [d for d in dims if d == 0]
+        hit = sorted(set(dims) & set(site.batch[ref])) if ndim is not None else []
         if hit:
             return (f"works along dim {hit[0]}, which carries the batch: each sample would "
                     "depend on the others; use the other dims")

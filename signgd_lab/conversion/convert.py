@@ -11,7 +11,7 @@ from ..dynamics.config import IFDynamics, SignGDDynamics
 from . import decompositions  # noqa: F401  (registers the decomposition handlers)
 from . import ops_activations, ops_composite, ops_norms, ops_reductions  # noqa: F401  (handlers)
 from .errors import ConversionError
-from .graph_utils import batch_dims, dynamic_nodes, module_of
+from .graph_utils import dynamic_nodes, module_of
 from .handlers import find_handler
 from .network import SpikingNetwork
 from .neuron_ops import NeuronOp
@@ -113,7 +113,7 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     if isinstance(dyn, IFDynamics):
         allowed = set(IF_HANDLERS) | ({"max_pool2d"} if rec.maxpool_neuron == "relu" else set())
         targets = {"relu"}
-    problems = find_unsupported(gm, allowed, batch_dims(gm, example))
+    problems = find_unsupported(gm, allowed)  # reductions over the batch: the audit, below
     if problems:
         raise ConversionError(
             f"{len(problems)} op(s) in {type(model).__name__} cannot be converted:", problems)

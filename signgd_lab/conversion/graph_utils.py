@@ -69,27 +69,29 @@ def _shape_of(node: fx.Node) -> torch.Size | None:
 
 def batch_dims(gm: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node, tuple[int, ...]]:
     """For every node with a tensor value, the dims whose size follows the batch size (found
-    by propagating shapes with batches of 2 and 3 samples): where a node carries the batch.
-    Ends with the shapes of a one-sample batch in ``meta['tensor_meta']``."""
+    by propagating shapes with batches of 2 samples and 1): where a node carries the batch.
+    Records in ``meta['rows_per_sample']`` how many rows of dim 0 each sample has (None when
+    dim 0 does not grow with the batch). Ends with the shapes of the one-sample batch in
+    ``meta['tensor_meta']``."""
     runs = []
-    for batch in (2, 3):
+    for batch in (2, 1):
         propagate_shapes(gm, example[:1].expand(batch, *example.shape[1:]).clone())
         runs.append({n: _shape_of(n) for n in gm.graph.nodes})
-    propagate_shapes(gm, example[:1])
     dims = {}
     for node in gm.graph.nodes:
-        a, b = runs[0][node], runs[1][node]
-        if a is not None and b is not None and len(a) == len(b):
-            dims[node] = tuple(i for i, (p, q) in enumerate(zip(a, b)) if p != q)
-            node.meta["batch_rows"] = (a[0], b[0]) if len(a) else None
+        two, one = runs[0][node], runs[1][node]
+        if two is not None and one is not None and len(two) == len(one):
+            dims[node] = tuple(i for i, (p, q) in enumerate(zip(two, one)) if p != q)
+            grows = len(one) and two[0] == 2 * one[0] and one[0] >= 1
+            node.meta["rows_per_sample"] = int(one[0]) if grows else None
     return dims
 
 
 def samples_alone_on_dim0(node: fx.Node) -> bool:
-    """True when dim 0 of ``node`` holds exactly one row per sample (read from the sizes
-    :func:`batch_dims` recorded: 2 and 3 rows for batches of 2 and 3 samples); False when the
-    batch is merged with another dim there (e.g. attention windows) or sits elsewhere."""
-    return node.meta.get("batch_rows") == (2, 3)
+    """True when dim 0 of ``node`` holds exactly one row per sample (as :func:`batch_dims`
+    recorded); False when the batch is merged with another dim there (e.g. attention windows)
+    or sits elsewhere."""
+    return node.meta.get("rows_per_sample") == 1
 
 
 _OPERATOR_NAMES = {operator.add: "add", operator.sub: "sub", operator.mul: "mul",

@@ -18,11 +18,9 @@ from ..neuron_ops import NeuronOp
 
 
 def _rows_per_sample(node: fx.Node) -> int | None:
-    """k when dim 0 holds k rows per sample, k > 1 (None otherwise)."""
-    rows = node.meta.get("batch_rows")
-    if not rows or rows[0] % 2 or rows[0] // 2 < 2 or rows[1] != 3 * (rows[0] // 2):
-        return None
-    return rows[0] // 2
+    """k when dim 0 holds k > 1 rows per sample (None otherwise)."""
+    k = node.meta.get("rows_per_sample")
+    return k if k is not None and k > 1 else None
 
 
 def separate_samples(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModule:
@@ -44,7 +42,7 @@ def separate_samples(gm: fx.GraphModule, example: torch.Tensor) -> fx.GraphModul
                               if isinstance(a, fx.Node) else a for a in node.args)
         with gm.graph.inserting_after(node):
             out = gm.graph.call_method("flatten", (node, 0, 1))
-        out.meta["batch_rows"] = (2 * k, 3 * k)  # what the neuron's readers saw before
+        out.meta["rows_per_sample"] = k  # what the neuron's readers saw before
         dynamic.add(out)
         node.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
     return finish(gm)
