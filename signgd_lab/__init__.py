@@ -26,8 +26,8 @@ _EXPORTS = {
     **dict.fromkeys(("IFDynamics", "Schedule", "SignGDDynamics", "Target", "Trajectory",
                      "get_target", "list_targets", "register_target", "simulate_if_neuron",
                      "simulate_neuron"), "dynamics"),
-    **dict.fromkeys(("LayerErrorTable", "SpikeStats", "TraceProbe", "layer_errors", "spike_stats",
-                     "spike_stats_over_T"), "probes"),
+    **dict.fromkeys(("DebugRun", "LayerErrorTable", "SpikeStats", "TraceProbe", "debug_run",
+                     "layer_errors", "spike_stats", "spike_stats_over_T"), "probes"),
     **dict.fromkeys(("EvaluationResult", "evaluate"), "evaluation"),
 }
 _SUBMODULES = ("conversion", "dynamics", "evaluation", "experiments", "notebook_params", "probes",
@@ -59,5 +59,5 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from .dynamics import (IFDynamics, Schedule, SignGDDynamics, Target, Trajectory, get_target,
                            list_targets, register_target, simulate_if_neuron, simulate_neuron)
     from .evaluation import EvaluationResult, evaluate
-    from .probes import (LayerErrorTable, SpikeStats, TraceProbe, layer_errors, spike_stats,
-                         spike_stats_over_T)
+    from .probes import (DebugRun, LayerErrorTable, SpikeStats, TraceProbe, debug_run,
+                         layer_errors, spike_stats, spike_stats_over_T)

@@ -162,6 +162,8 @@ def parse_value(spec: ParamSpec, value: Any) -> Any:
     if spec.has_auto and value == spec.auto:
         return value
     if spec.is_list:
+        if isinstance(value, str) and value.strip().startswith(("[", "(")):
+            value = value.strip()[1:-1]  # "[8, 32]": the brackets of a list literal
         if isinstance(value, str):
             items: list[Any] = [v.strip() for v in value.split(",") if v.strip()]
         elif isinstance(value, (list, tuple)):

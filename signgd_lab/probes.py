@@ -6,6 +6,7 @@
   (memory: steps x chosen neurons, never a whole layer).
 * :func:`spike_stats` -- spikes per layer (firing rates), synaptic operations and an energy
   estimate against the ANN's multiply-accumulates.
+* :func:`debug_run` -- all of the above from one simulation (what the debugger notebook shows).
 """
 from __future__ import annotations
 
@@ -129,6 +130,13 @@ def layer_errors(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
     names = _resolve_layers(snn, layers)
     probe = ActivationProbe(names, ts)
     out = snn(x, ts, mode=mode, probes=[probe])
+    return _error_table(model, snn, x, names, ts, out, probe.values)
+
+
+def _error_table(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, names: list[str],
+                 ts: list[int], out: torch.Tensor,
+                 values: dict[tuple[str, int], torch.Tensor]) -> LayerErrorTable:
+    """The :class:`LayerErrorTable` of a run's outputs ``out`` and decoded layer ``values``."""
     ann = ann_activations(snn, x, names)
     with torch.no_grad():
         ref_out = model(x.to(snn.dtype))
@@ -137,11 +145,48 @@ def layer_errors(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
     rel, mx, cos = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
     for i, name in enumerate(rows):
         for j, t in enumerate(ts):
-            est, ref = (out[j], ref_out) if name == "output" else (probe.values[(name, t)], ann[name][1])
+            est, ref = (out[j], ref_out) if name == "output" else (values[(name, t)], ann[name][1])
             rel[i, j], mx[i, j], cos[i, j] = _errors(est, ref)
     targets = [snn.neurons[n].target.name for n in names] + ["-"]
     roles = [snn.neurons[n].role for n in names] + ["output"]
     return LayerErrorTable(rows, ts, targets, roles, rel, mx, cos)
+
+
+@dataclass
+class DebugRun:
+    """Everything the conversion debugger shows, from ONE simulation of max(timestamps) steps.
+
+    Attributes:
+        table: the :func:`layer_errors` table.
+        outputs: decoded network outputs, (len(timestamps), B, ...).
+        values: (layer, T) -> the layer's decoded output estimate at T (the ANN node's shape).
+        stats: :func:`spike_stats` of the run (at T = max(timestamps)).
+        traces: layer -> a :class:`TraceProbe` of sample 0 (the neurons asked for per layer).
+    """
+
+    table: LayerErrorTable
+    outputs: torch.Tensor
+    values: dict[tuple[str, int], torch.Tensor]
+    stats: "SpikeStats"
+    traces: dict[str, "TraceProbe"]
+
+
+def debug_run(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
+              timestamps: Sequence[int], trace_neurons: dict[str, Sequence[int] | int]
+              ) -> DebugRun:
+    """Error table, layer values, spike statistics and membrane traces of ``snn`` on ``x`` from
+    one run (each of :func:`layer_errors`, :func:`spike_stats` and a :class:`TraceProbe` would
+    otherwise simulate the network again). ``trace_neurons``: layer -> neurons to trace (flat
+    indices into one sample's population, or a count)."""
+    ts = check_timestamps(timestamps)
+    names = list(snn.neurons)
+    activations, counter = ActivationProbe(names, ts), SpikeCounter()
+    traces = {layer: TraceProbe(layer, neurons) for layer, neurons in trace_neurons.items()}
+    out = snn(x, ts, probes=[activations, counter, *traces.values()])
+    table = _error_table(model, snn, x, names, ts, out, activations.values)
+    stats = _stats(counter.spikes, counter.population, counter.sops, counter.dense_macs,
+                   ann_macs(snn, x), x.shape[0], ts[-1])
+    return DebugRun(table, out, activations.values, stats, traces)
 
 
 class TraceProbe(Probe):
@@ -367,14 +412,18 @@ def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
     ts = check_timestamps(list(Ts))
     counter = SpikeCounter(checkpoints=ts)
     snn(x, [ts[-1]], probes=[counter], block_steps=math.gcd(*ts))
-    b = x.shape[0]
-    macs = ann_macs(snn, x) / b
-    out = []
+    macs, out = ann_macs(snn, x), []
     for T in ts:
         spikes, sops, dense = counter.snapshots[T]
-        stats = SpikeStats(T=T, sops=sops / b, dense_macs=dense / b, ann_macs=macs)
-        for name, count in spikes.items():
-            stats.spikes[name] = count / b
-            stats.firing_rate[name] = count / (b * counter.population[name] * T)
-        out.append(stats)
+        out.append(_stats(spikes, counter.population, sops, dense, macs, x.shape[0], T))
     return out
+
+
+def _stats(spikes: dict[str, float], population: dict[str, int], sops: float, dense: float,
+           macs: float, batch: int, T: int) -> SpikeStats:
+    """Per-sample :class:`SpikeStats` from a :class:`SpikeCounter`'s totals after T steps."""
+    stats = SpikeStats(T=T, sops=sops / batch, dense_macs=dense / batch, ann_macs=macs / batch)
+    for name, count in spikes.items():
+        stats.spikes[name] = count / batch
+        stats.firing_rate[name] = count / (batch * population[name] * T)
+    return stats

@@ -100,3 +100,30 @@ def test_spike_stats_over_T_equals_one_run_per_T(cnn):
         assert stats.sops == pytest.approx(alone.sops, rel=1e-9) and stats.sops > 0
         assert stats.ann_macs == alone.ann_macs
     assert together[0].sops < together[1].sops < together[2].sops
+
+
+def test_debug_run_gives_what_the_separate_probes_give_from_one_run(cnn):
+    """One simulation: the same error table, outputs, spike statistics and traces as
+    layer_errors, a plain run, spike_stats and a TraceProbe run one by one."""
+    model, snn, x = cnn
+    ts = [8, 32]
+    layer = list(snn.neurons)[1]
+    calls = []
+    hook = snn.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        run = sl.debug_run(model, snn, x, ts, {layer: [0, 5, 9]})
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    table = sl.layer_errors(model, snn, x, ts)
+    assert torch.equal(run.table.rel_l2, table.rel_l2) and run.table.layers == table.layers
+    assert torch.equal(run.outputs, snn(x, ts))
+    stats = sl.spike_stats(snn, x, ts[-1])
+    assert run.stats.spikes == pytest.approx(stats.spikes) and run.stats.sops == pytest.approx(stats.sops)
+    assert run.stats.ann_macs == pytest.approx(stats.ann_macs)
+    probe = sl.TraceProbe(layer, neurons=[0, 5, 9])
+    snn(x, [ts[-1]], probes=[probe])
+    trace = run.traces[layer]
+    assert trace.v.shape == (32, 3) and torch.equal(trace.v, probe.v)
+    assert torch.equal(trace.spikes, probe.spikes)
+    assert set(run.values) == {(name, t) for name in snn.neurons for t in ts}
