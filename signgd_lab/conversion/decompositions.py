@@ -75,7 +75,10 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     x = emit.proxy(node.args[0])
     if ph or pw:
-        x = F.pad(x, (pw, pw, ph, ph), value=recipe.maxpool_padding)  # (B, C, H+2p, W+2p)
+        if recipe.maxpool_padding == "replicate":
+            x = F.pad(x, (pw, pw, ph, ph), mode="replicate")  # (B, C, H+2p, W+2p)
+        else:
+            x = F.pad(x, (pw, pw, ph, ph), value=recipe.maxpool_padding)
     rows = _max_over_offsets(emit, node, recipe, x, "r", kh, sh, ho)  # (B, C, Ho, W+2p)
     return _max_over_offsets(emit, node, recipe, rows, "c", kw, sw, wo)  # (B, C, Ho, Wo)
 

@@ -23,7 +23,10 @@ class Recipe:
         leaky_slope: ``paper`` (slope 0.1 whatever the module says) or ``module``.
         scaled_targets: neuron targets normalised by calibrated elementwise maxima
             (x / m -> g -> * m). Paper: ReLU only.
-        maxpool_padding: value of the padding around max-pool windows (reference: -200).
+        maxpool_padding: the padding around max-pool windows: a value (reference: -200) or
+            ``"replicate"`` (copies of the edge values: exact, since every window that holds a
+            padded cell also holds the edge cell it copies, and it keeps the pool's inputs in
+            the range of the data instead of 200 below it).
         softmax: ``paper`` (exp, sum, div; no max-subtraction, as the reference) or
             ``max_subtract`` (subtract the row maximum from a tree of max neurons first: exact,
             since any error of the estimated maximum is common to the row and cancels).
@@ -39,7 +42,7 @@ class Recipe:
     gelu: str = "paper"
     leaky_slope: str = "paper"
     scaled_targets: tuple[str, ...] = ("relu",)
-    maxpool_padding: float = -200.0
+    maxpool_padding: float | str = -200.0
     maxpool_neuron: str = "max"
     softmax: str = "paper"
     calibration_floor: float = 1e-5
@@ -52,6 +55,9 @@ class Recipe:
             raise ValueError(f"Recipe.softmax must be 'paper' or 'max_subtract', got {self.softmax!r}")
         if self.maxpool_neuron not in ("max", "relu"):
             raise ValueError(f"Recipe.maxpool_neuron must be 'max' or 'relu', got {self.maxpool_neuron!r}")
+        if isinstance(self.maxpool_padding, str) and self.maxpool_padding != "replicate":
+            raise ValueError(f"Recipe.maxpool_padding must be a number or 'replicate', "
+                             f"got {self.maxpool_padding!r}")
         if self.offset_sum not in ("reference", "direct"):
             raise ValueError(f"Recipe.offset_sum must be 'reference' or 'direct', "
                              f"got {self.offset_sum!r}")
@@ -61,9 +67,9 @@ class Recipe:
 
 RECIPES = {
     "paper": Recipe(),
-    "if": Recipe(name="if", maxpool_neuron="relu"),
+    "if": Recipe(name="if", maxpool_neuron="relu", maxpool_padding="replicate"),
     "extended": Recipe(name="extended", gelu="match", leaky_slope="module",
-                       softmax="max_subtract", offset_sum="direct",
+                       softmax="max_subtract", offset_sum="direct", maxpool_padding="replicate",
                        scaled_targets=("relu", "leaky_relu", "abs", "max", "square", "div",
                                        "rsqrt_div", "mul", "gelu", "gelu_erf", "gelu_tanh",
                                        "silu", "sigmoid", "tanh", "softplus")),
