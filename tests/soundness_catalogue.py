@@ -164,7 +164,8 @@ CATALOGUE: list[Pattern] = [
                                  extra={"w": nn.Linear(8, 8)}), V),
     # normalisations and reductions
     Pattern("softmax", vec(lambda m, a, b: torch.softmax(a, -1)), V),
-    Pattern("log_softmax", vec(lambda m, a, b: F.log_softmax(a, -1)), V, "refuse", "log_softmax"),
+    Pattern("log_softmax", vec(lambda m, a, b: F.log_softmax(a, -1)), V),
+    Pattern("log_softmax_module", vec(lambda m, a, b: m.extra["ls"](a), extra={"ls": nn.LogSoftmax(1)}), V),
     Pattern("layer_norm", vec(lambda m, a, b: F.layer_norm(a, (8,))), V),
     Pattern("layer_norm_module", vec(lambda m, a, b: m.extra["ln"](a), extra={"ln": nn.LayerNorm(8)}), V),
     Pattern("normalize", vec(lambda m, a, b: F.normalize(a, dim=-1)), V),

@@ -82,6 +82,15 @@ def test_unary_targets_follow_the_equations(name):
     assert get_target(name).tie_fires is tie
 
 
+def test_log_target_follows_the_equations():
+    """log (log-softmax's normaliser) on its domain x >= 1: fires on ties, like exp."""
+    xs = [1.0, 1.5, 3.0, 7.0]
+    tr = sl.simulate_neuron("log", torch.tensor(xs, dtype=torch.float64), 40)
+    for i, x in enumerate(xs):
+        assert tr.v[:, i].tolist() == pytest.approx(scalar_signgd(math.log, True, (x,), 40), abs=1e-12)
+    assert abs(tr.v[-1, 3].item() - math.log(7.0)) < 0.02
+
+
 @pytest.mark.parametrize("name", sorted(BINARY))
 def test_binary_targets_follow_the_equations(name):
     g, tie, rule = BINARY[name]

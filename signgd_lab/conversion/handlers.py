@@ -316,6 +316,17 @@ def _softmax(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     return softmax_neurons(emit, node, _first(emit, node), dim, recipe, size)
 
 
+def _log_softmax(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
+    """log_softmax(x) = s - log(sum(exp(s))), s = x minus the row maximum (max neurons) with
+    the ``max_subtract`` recipe, else x: exp neurons, a sum and one log neuron per row."""
+    dim = softmax_dim(emit.gm, node)
+    x = _first(emit, node)
+    if recipe.softmax == "max_subtract":
+        x = x - max_tree(emit, node, x, dim, node_shape(node.args[0])[dim])
+    total = neuron(emit, node, "exp", x, role="softmax-exp").sum(dim, keepdim=True)
+    return x - neuron(emit, node, "log", total, role="log-softmax-log")
+
+
 def softmax_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
     """Refuse a softmax-like node without an explicit dim."""
     if softmax_dim(gm, node) is None:
@@ -384,6 +395,9 @@ def _gelu_modules() -> tuple[type, ...]:
 register_handler(OpHandler("gelu", "neuron", _gelu, "gelu neuron", _gelu_modules(), (F.gelu,), ()))
 register_handler(OpHandler("softmax", "neuron", _softmax, "exp neurons, sum, div neurons",
                            (nn.Softmax,), (F.softmax, torch.softmax), ("softmax",),
+                           check=softmax_check))
+register_handler(OpHandler("log_softmax", "neuron", _log_softmax, "exp neurons, sum, log neurons",
+                           (nn.LogSoftmax,), (F.log_softmax, torch.log_softmax), ("log_softmax",),
                            check=softmax_check))
 register_handler(OpHandler("matmul", "neuron", _matmul, "N*K*M product neurons summed over K",
                            (), (operator.matmul, torch.matmul, torch.bmm), ("matmul", "bmm"),

@@ -72,7 +72,7 @@ RECIPES = {
                        softmax="max_subtract", offset_sum="direct", maxpool_padding="replicate",
                        scaled_targets=("relu", "leaky_relu", "abs", "max", "square", "div",
                                        "rsqrt_div", "mul", "gelu", "gelu_erf", "gelu_tanh",
-                                       "silu", "sigmoid", "tanh", "softplus")),
+                                       "silu", "sigmoid", "tanh", "softplus", "log")),
 }
 
 

@@ -135,6 +135,7 @@ _BUILTIN = [
     Target("sigmoid", torch.sigmoid, 1, False, description="1 / (1 + e^-x)"),
     Target("tanh", torch.tanh, 1, False, description="tanh x"),
     Target("softplus", F.softplus, 1, False, description="log(1 + e^x)"),
+    Target("log", torch.log, 1, True, description="log x (log-softmax's normaliser, x >= 1)"),
     Target("max", torch.maximum, 2, False, description="max(x1, x2) (max-pooling)"),
     Target("div", torch.div, 2, False, description="x1 / x2 (softmax normalisation)"),
     Target("rsqrt_div", _rsqrt_div, 2, False, rule=_rsqrt_div_rule,

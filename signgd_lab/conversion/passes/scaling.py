@@ -13,7 +13,7 @@ div, rsqrt_div         x1 / k -> g -> * k               (k: max |output|)
 exp                    x - c -> exp -> * e^c            (c: max x)
 mul                    a / sa, b / sb -> mul -> * sa sb
 matmul                 a / sa[n], b / sb[m] -> @ -> * sa[n] sb[m]  (row / column maxima)
-gelu, silu, ...        x / s -> h(z) = g(s z) / s -> * s   (s: max |x|; the neuron's target
+gelu, silu, log, ...   x / s -> h(z) = g(s z) / s -> * s   (s: max |x|; the neuron's target
                        becomes h, see :meth:`NeuronOp.set_input_scale`)
 =====================  ==========================================================
 """
@@ -31,7 +31,7 @@ from .calibration import base_name
 
 _HOMOGENEOUS = {"leaky_relu", "abs"}
 _OUTPUT_SCALED = {"div", "rsqrt_div"}
-_RESHAPED = {"gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus"}
+_RESHAPED = {"gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh", "softplus", "log"}
 
 
 def _floor(m: torch.Tensor, floor: float) -> torch.Tensor:
