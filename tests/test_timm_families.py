@@ -54,6 +54,19 @@ def test_timm_family_converts_exactly(name):
     _check_converts(name)
 
 
+def test_deep_rounding_is_not_mistaken_for_batch_mixing():
+    """Regression: the batch check compared whole-network runs of each sample alone with the
+    batched run, and refused efficientnet_b0 on these two inputs ('torch.div mixes the samples')
+    because batched and single convolutions round differently and 16 random blocks amplify it.
+    The check is op by op now."""
+    model = timm_families.build("efficientnet_b0", 32)
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 32, 32)
+    snn = sl.convert(model, x, dynamics="extended")
+    with torch.no_grad():
+        assert rel(snn.ann(x), model(x)) < 1e-4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in timm_families.FAMILIES if n not in FAST])
 def test_other_timm_families_convert_exactly(name):

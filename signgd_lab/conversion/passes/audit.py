@@ -96,23 +96,52 @@ def _check_user_op(gm: fx.GraphModule, node: fx.Node, op: AffineOp, dynamic: set
     return None
 
 
+def _sample_env(node: fx.Node, together: dict[fx.Node, object], one: dict[fx.Node, object],
+                i: int, size: int, batch: dict[fx.Node, tuple[int, ...]]
+                ) -> dict[fx.Node, object] | None:
+    """The batched run's tensor inputs of ``node`` cut to sample ``i`` along each input's batch
+    dim (those without a batch dim as they are; sizes and other non-tensors from the
+    one-sample run ``one``); None when an input's batch dim is not one dim of the batch or
+    tensors come in a container."""
+    env = dict(one)
+    for n in node.all_input_nodes:
+        value, dims = together.get(n), batch.get(n)
+        if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+            return None  # tensors in a container (split, chunk): the positive list checks those
+        if not isinstance(value, torch.Tensor):
+            continue
+        if dims == ():
+            env[n] = value
+            continue
+        if dims is None or len(dims) != 1 or value.shape[dims[0]] != size:
+            return None
+        env[n] = value.narrow(dims[0], i, 1)
+    return env
+
+
 def _batch_mixing(gm: fx.GraphModule, samples: torch.Tensor,
                   batch: dict[fx.Node, tuple[int, ...]]) -> str | None:
-    """Where each sample's values stop being the same alone as in the batch (None: nowhere)."""
+    """The first op whose output for a sample depends on the other samples (None: none). Each
+    op is run on its inputs from the batched run cut to one sample and compared with its
+    batched output: op by op, so rounding that accumulates through a deep network (batched and
+    single convolutions round differently) is not mistaken for mixing."""
+    size = samples.shape[0]
     try:
-        together = _record(gm, samples)
-        alone = [_record(gm, samples[i:i + 1]) for i in range(samples.shape[0])]
+        together, one = _record(gm, samples), _record(gm, samples[:1])
     except Exception as exc:  # a graph that fixes its batch size fails here
-        return (f"the converted graph fails on a batch of {samples.shape[0]} samples "
+        return (f"the converted graph fails on a batch of {size} samples or on one "
                 f"({type(exc).__name__}: {exc}); the simulation runs time steps x samples at once, "
                 "so the model must not fix its batch size")
     for node in gm.graph.nodes:
         value = together.get(node)
-        if not isinstance(value, torch.Tensor) or batch.get(node) != (0,) or \
-                value.shape[0] != samples.shape[0]:
+        if node.op in ("placeholder", "output", "get_attr") or not isinstance(value, torch.Tensor) \
+                or batch.get(node) != (0,) or value.shape[0] != size:
             continue
-        for i, run in enumerate(alone):
-            single = run.get(node)
+        for i in range(size):
+            env = _sample_env(node, together, one, i, size, batch)
+            if env is None:
+                break
+            single = _run_node(gm, node, env)
             if isinstance(single, torch.Tensor) and single.shape == value[i:i + 1].shape and \
                     _rel(value[i:i + 1], single, _input_scale(node, together)) > _TOLERANCE:
                 return (f"{describe(gm, node)}: mixes the samples of a batch (sample {i}'s values "
