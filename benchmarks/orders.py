@@ -62,8 +62,8 @@ def offset_order() -> tuple[list[str], int, int]:
 
 def _all_windows_maxpool(emit, node, recipe):
     """The former decomposition: one chain of max neurons over all k^2 windows."""
-    p = decompositions._pool_params(emit.gm, node)
-    (kh, kw), (sh, sw) = decompositions._pair(p["kernel"]), decompositions._pair(p["stride"])
+    p = decompositions.pool_args(emit.gm, node)
+    (kh, kw), (sh, sw) = decompositions.pair(p["kernel_size"]), decompositions.pair(p["stride"])
     h, w = decompositions.node_shape(node.args[0])[-2:]
     ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
     x, out = emit.proxy(node.args[0]), None

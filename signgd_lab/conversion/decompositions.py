@@ -14,31 +14,33 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph_utils import Emitter, module_of, node_shape
-from .handlers import (OpHandler, _arg, matmul_neurons, neuron, register_handler,
+from .handlers import (OpHandler, _arg, arg_of, matmul_neurons, neuron, register_handler,
                        softmax_neurons)
 from .recipes import Recipe
 
 
-def _pair(v: object) -> tuple[int, int]:
+def pair(v: object) -> tuple[int, int]:
+    """A pooling size given as one int or a pair, as a pair."""
     return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
 
 
-def _pool_params(gm: fx.GraphModule, node: fx.Node) -> dict:
+def pool_args(gm: fx.GraphModule, node: fx.Node) -> dict:
+    """A max-pool node's arguments under torch's names (module attributes or call arguments)."""
     mod = module_of(gm, node)
     if mod is not None:
-        return dict(kernel=mod.kernel_size, stride=mod.stride, padding=mod.padding,
+        return dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
                     dilation=mod.dilation, ceil_mode=mod.ceil_mode,
                     return_indices=mod.return_indices)
-    kernel = _arg(node, 1, "kernel_size")
-    return dict(kernel=kernel, stride=_arg(node, 2, "stride") or kernel,
-                padding=_arg(node, 3, "padding", 0), dilation=_arg(node, 4, "dilation", 1),
-                ceil_mode=_arg(node, 5, "ceil_mode", False),
-                return_indices=_arg(node, 6, "return_indices", False))
+    kernel = arg_of(gm, node, "kernel_size")
+    return dict(kernel_size=kernel, stride=arg_of(gm, node, "stride") or kernel,
+                padding=arg_of(gm, node, "padding", 0), dilation=arg_of(gm, node, "dilation", 1),
+                ceil_mode=bool(arg_of(gm, node, "ceil_mode", False)),
+                return_indices=bool(arg_of(gm, node, "return_indices", False)))
 
 
 def _maxpool_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    p = _pool_params(gm, node)
-    if _pair(p["dilation"]) != (1, 1):
+    p = pool_args(gm, node)
+    if pair(p["dilation"]) != (1, 1):
         return "max-pooling with dilation != 1 is not supported; use dilation=1"
     if p["ceil_mode"] or p["return_indices"]:
         return "max-pooling with ceil_mode or return_indices is not supported"
@@ -69,8 +71,8 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     then over the k column offsets of that result: 2 (k - 1) neuron populations instead of the
     k^2 - 1 of a chain over all windows, with the same accuracy (docs/theory.md), in the
     reference's order."""
-    p = _pool_params(emit.gm, node)
-    (kh, kw), (sh, sw), (ph, pw) = _pair(p["kernel"]), _pair(p["stride"]), _pair(p["padding"])
+    p = pool_args(emit.gm, node)
+    (kh, kw), (sh, sw), (ph, pw) = pair(p["kernel_size"]), pair(p["stride"]), pair(p["padding"])
     h, w = node_shape(node.args[0])[-2:]
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     x = emit.proxy(node.args[0])

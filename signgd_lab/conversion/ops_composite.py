@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph_utils import Emitter, module_of, node_shape
-from .handlers import OpHandler, arg_of, register_handler
+from .decompositions import pair, pool_args
+from .handlers import OpHandler, register_handler
 from .recipes import Recipe
 
 
@@ -40,25 +41,8 @@ def _batchnorm_act(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     return emit.call(f"{node.target}.act", y)
 
 
-def _pool_args(gm: fx.GraphModule, node: fx.Node) -> dict:
-    mod = module_of(gm, node)
-    if mod is not None:
-        return dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                    dilation=mod.dilation, ceil_mode=mod.ceil_mode,
-                    return_indices=mod.return_indices)
-    kernel = arg_of(gm, node, "kernel_size")
-    return dict(kernel_size=kernel, stride=arg_of(gm, node, "stride") or kernel,
-                padding=arg_of(gm, node, "padding", 0), dilation=arg_of(gm, node, "dilation", 1),
-                ceil_mode=bool(arg_of(gm, node, "ceil_mode", False)),
-                return_indices=bool(arg_of(gm, node, "return_indices", False)))
-
-
-def _pair(v: object) -> tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
-
-
 def _ceil_mode(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return bool(_pool_args(gm, node)["ceil_mode"])
+    return bool(pool_args(gm, node)["ceil_mode"])
 
 
 def _extra(size: int, k: int, s: int, p: int) -> int:
@@ -70,9 +54,9 @@ def _extra(size: int, k: int, s: int, p: int) -> int:
 
 
 def _maxpool_ceil(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
-    p = _pool_args(emit.gm, node)
-    (kh, kw), (sh, sw), (ph, pw) = (_pair(p["kernel_size"]), _pair(p["stride"]),
-                                    _pair(p["padding"]))
+    p = pool_args(emit.gm, node)
+    (kh, kw), (sh, sw), (ph, pw) = (pair(p["kernel_size"]), pair(p["stride"]),
+                                    pair(p["padding"]))
     h, w = node_shape(node.args[0])[-2:]
     x = F.pad(emit.proxy(node.args[0]), (0, _extra(w, kw, sw, pw), 0, _extra(h, kh, sh, ph)),
               mode="replicate")
