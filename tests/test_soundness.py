@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import signgd_lab as sl
@@ -176,3 +177,54 @@ def test_a_subclass_that_overrides_forward_is_not_taken_for_its_parent():
                                         extra={"act": DoubleReLU()}), (6,)))
     snn = sl.convert(model, x, dynamics="extended")
     assert rel(snn.ann(x), model(x)) < 1e-5
+
+
+class _MaskedAttention(nn.Module):
+    """Causal self-attention with a mask buffer: SDPA (``fill`` None) or masked_fill."""
+
+    def __init__(self, mask: torch.Tensor, fill: float | None = None) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.qkv, self.fill = nn.Linear(16, 48), fill
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, -1)
+        if self.fill is None:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask)
+        scores = (q @ k.transpose(-2, -1) / 4).masked_fill(self.mask, self.fill)
+        return torch.softmax(scores, -1) @ v
+
+
+_CAUSAL = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("model,match", [
+    (_MaskedAttention(_CAUSAL), "boolean attention masks"),  # was added as 0/1: ANN off by 0.5
+    (_MaskedAttention(~_CAUSAL, float("-inf")), "fills with -inf"),  # was NaN after scaling
+], ids=["sdpa_bool_mask_buffer", "masked_fill_minus_inf"])
+def test_masks_that_gave_silent_wrong_answers_are_refused_by_name(model, match):
+    with pytest.raises(ConversionError, match=match):
+        sl.convert(model.eval(), torch.randn(8, 5, 16), dynamics="extended")
+
+
+def test_a_moderate_mask_value_converts_and_converges():
+    model = _MaskedAttention(~_CAUSAL, -30.0).eval()
+    x = torch.randn(8, 5, 16)
+    snn = sl.convert(model, x, dynamics="extended")
+    y = model(x).detach()
+    err = [((o - y).norm() / y.norm()).item() for o in snn(x, [16, 256])]
+    assert err[1] < 0.02 and err[1] < err[0], err
+
+
+def test_batch_not_on_dim_0_is_refused_with_the_fix():
+    class SequenceFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = nn.MultiheadAttention(16, 2)  # (L, B, E): the batch on dim 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x, x, x)[0]
+
+    with pytest.raises(ConversionError, match="batch_first=True"):
+        sl.convert(SequenceFirst().eval(), torch.randn(5, 8, 16), dynamics="extended")

@@ -10,6 +10,8 @@ as glue (user ops declared with ``register_affine`` are tested numerically, see
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -156,17 +158,29 @@ def _batch_norm(site: Site) -> str | None:
     return _static("running_mean", "running_var", "weight", "bias")(site)
 
 
+def _finite(site: Site, *names: str) -> str | None:
+    """Refuse an infinite or NaN number among the arguments ``names``."""
+    for name in names:
+        value = site.args.get(name)
+        if isinstance(value, (int, float)) and not math.isfinite(value):
+            return (f"fills with {value}: an infinite value reaches the neurons downstream as an "
+                    "infinite current (the ANN itself gives NaN after the scaling); use a finite "
+                    "value (e.g. -30 to mask a softmax entry: e^-30 is below float32's resolution "
+                    "next to 1)")
+    return None
+
+
 def _where(site: Site) -> str | None:
     if site.is_dynamic(site.args.get("condition")):
         return ("is not affine: torch.where on an input-dependent condition (a comparison) has no "
                 "neuron; write it with relu / max / min if it is one of those")
-    return None
+    return _finite(site, "input", "other")
 
 
 def _masked_fill(site: Site) -> str | None:
     if site.is_dynamic(site.args.get("mask")):
         return "is not affine: masked_fill with an input-dependent mask (a comparison)"
-    return _static("value")(site)
+    return _finite(site, "value") or _static("value")(site)
 
 
 def _pad(site: Site) -> str | None:

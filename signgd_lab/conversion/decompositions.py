@@ -178,8 +178,13 @@ def _sdpa_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.kwargs.get("enable_gqa", False):
         return "scaled_dot_product_attention with enable_gqa=True is not supported"
     mask = _arg(node, 3, "attn_mask")
+    if isinstance(mask, fx.Node):  # a buffer or a computed mask: its dtype from the graph
+        meta = mask.meta.get("tensor_meta")
+        mask = gm.get_buffer(mask.target) if mask.op == "get_attr" else \
+            torch.empty(0, dtype=meta.dtype) if meta is not None else None
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-        return "boolean attention masks: pass an additive float mask instead"
+        return ("boolean attention masks are not supported: pass an additive float mask "
+                "(0 where attended, e.g. -30 where masked)")
     return None
 
 

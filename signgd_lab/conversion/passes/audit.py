@@ -156,7 +156,15 @@ def audit(gm: fx.GraphModule, samples: torch.Tensor,
     ``neuron_targets``, when given) and proven-affine ops, with user-declared affine ops
     affine on ``samples`` (at least 2 distinct inputs) and the samples kept apart."""
     dynamic = dynamic_nodes(gm.graph)
-    batch = batch_dims(gm, samples)
+    try:
+        batch = batch_dims(gm, samples)
+    except Exception as exc:  # shapes that only work for one batch size, or batch not on dim 0
+        raise ConversionError(
+            f"the converted graph cannot run with another number of samples on dim 0 "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); signgd_lab takes dim 0 "
+            "of the input as the batch (the simulation stacks time steps on it): put the batch "
+            "first (e.g. nn.MultiheadAttention(batch_first=True)) and do not fix the batch "
+            "size in forward") from None
     problems, declared = [], []
     for node in gm.graph.nodes:
         if node not in dynamic or node.op in ("placeholder", "output"):
