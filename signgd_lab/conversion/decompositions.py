@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .graph_utils import Emitter, module_of, node_shape
+from .graph_utils import Emitter, attr_tensor, module_of, node_shape
 from .handlers import (OpHandler, _arg, arg_of, matmul_neurons, neuron, register_handler,
                        softmax_neurons)
 from .recipes import Recipe
@@ -180,7 +180,7 @@ def _sdpa_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
     mask = _arg(node, 3, "attn_mask")
     if isinstance(mask, fx.Node):  # a buffer or a computed mask: its dtype from the graph
         meta = mask.meta.get("tensor_meta")
-        mask = gm.get_buffer(mask.target) if mask.op == "get_attr" else \
+        mask = attr_tensor(gm, mask) if mask.op == "get_attr" else \
             torch.empty(0, dtype=meta.dtype) if meta is not None else None
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         return ("boolean attention masks are not supported: pass an additive float mask "

@@ -177,6 +177,17 @@ def node_shape(node: fx.Node) -> torch.Size:
     return meta.shape
 
 
+def attr_tensor(gm: fx.GraphModule, node: object) -> torch.Tensor | None:
+    """The tensor a get_attr node reads (a buffer, parameter or plain attribute; None for
+    anything else)."""
+    if isinstance(node, fx.Node) and node.op == "get_attr":
+        value = gm
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        return value if isinstance(value, torch.Tensor) else None
+    return None
+
+
 def unique_attr(gm: fx.GraphModule, base: str) -> str:
     """A free attribute name on ``gm`` derived from ``base``."""
     base = re.sub(r"\W", "_", base).strip("_") or "n"

@@ -14,21 +14,11 @@ import operator
 import torch
 from torch import fx
 
-from ..graph_utils import finish, module_of, shallow_copy, unique_attr
+from ..graph_utils import attr_tensor, finish, module_of, shallow_copy, unique_attr
 from ..neuron_ops import FoldedNeuronOp, MatmulNeuronOp, NeuronOp
 
 _DIV = (torch.div, operator.truediv)
 _MUL = (torch.mul, operator.mul)
-
-
-def _constant(gm: fx.GraphModule, node: object) -> torch.Tensor | None:
-    """The tensor a get_attr node reads (None for anything else)."""
-    if isinstance(node, fx.Node) and node.op == "get_attr":
-        value = gm
-        for part in node.target.split("."):
-            value = getattr(value, part)
-        return value if isinstance(value, torch.Tensor) else None
-    return None
 
 
 def fold_scales(gm: fx.GraphModule) -> fx.GraphModule:
@@ -48,7 +38,7 @@ def fold_scales(gm: fx.GraphModule) -> fx.GraphModule:
                 and len(users[0].args) == 2 and users[0].args[0] is node and not users[0].kwargs):
             continue
         mul = users[0]
-        divisor, multiplier = _constant(folded, div.args[1]), _constant(folded, mul.args[1])
+        divisor, multiplier = attr_tensor(folded, div.args[1]), attr_tensor(folded, mul.args[1])
         if divisor is None or multiplier is None:
             continue
         name = unique_attr(folded, f"{node.target}_folded")
