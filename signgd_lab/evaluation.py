@@ -38,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from .conversion import SpikingNetwork, convert
-from .conversion.network import check_timestamps
+from .conversion.timestamps import check_timestamps
 from .zoo.datasets import (LoadedData, calibration_loader, check_model_fits, data_config_of,
                            load_data)
 from .zoo.errors import SpecError

@@ -10,8 +10,6 @@
 """
 from __future__ import annotations
 
-import math
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,18 +17,15 @@ import torch
 from torch import nn
 
 from .conversion.errors import ConversionError
-from .conversion.network import Probe, SpikingNetwork, check_timestamps
+from .conversion.network import SpikingNetwork
 from .conversion.neuron_ops import MatmulNeuronOp, NeuronOp
+from .conversion.probe import Probe, RunState
+from .conversion.timestamps import check_timestamps
 
 #: Energy per operation, 45 nm CMOS, 32-bit float (M. Horowitz, "Computing's energy problem",
 #: ISSCC 2014): a multiply-accumulate costs 3.7 pJ (mult) + 0.9 pJ (add); an accumulate 0.9 pJ.
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
-
-
-def _decoded(module: NeuronOp, v: torch.Tensor) -> torch.Tensor:
-    """A population's output estimate in the ANN node's shape (products summed over K)."""
-    return v.sum(-2) if isinstance(module, MatmulNeuronOp) else v
 
 
 def _resolve_layers(snn: SpikingNetwork, layers: Sequence[str] | None) -> list[str]:
@@ -44,27 +39,28 @@ def _resolve_layers(snn: SpikingNetwork, layers: Sequence[str] | None) -> list[s
 
 
 class ActivationProbe(Probe):
-    """Records the decoded output estimate of chosen populations at chosen time-steps."""
+    """Records the decoded output estimate (graph units, the ANN node's shape) of chosen
+    populations at chosen time-steps, read from the state at the end of the block that ends
+    there: the populations keep running their fused kernels."""
 
     def __init__(self, layers: Sequence[str], timestamps: Sequence[int]) -> None:
-        self.layers = set(layers)
+        self.layers = list(layers)
         self.timestamps = set(timestamps)
         self.values: dict[tuple[str, int], torch.Tensor] = {}
 
-    def observer(self, name: str, module: NeuronOp):
-        if name not in self.layers:
-            return None
+    def stops(self) -> Sequence[int]:
+        return sorted(self.timestamps)
 
-        def record(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
-            if t in self.timestamps:
-                self.values[(name, t)] = _decoded(module, v).clone()
-
-        return record
+    def after_block(self, steps_done: int, run: RunState) -> None:
+        if steps_done in self.timestamps:
+            for name in self.layers:
+                self.values[(name, steps_done)] = run.decoded(name).clone()
 
 
 def ann_activations(snn: SpikingNetwork, x: torch.Tensor, layers: Sequence[str] | None = None
                     ) -> dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]]:
-    """``{layer: (inputs, output)}`` of neuron populations in the converted ANN for input ``x``."""
+    """``{layer: (inputs, output)}`` of neuron populations in the converted ANN for input ``x``
+    (the module's inputs and its output, in graph units)."""
     wanted = set(_resolve_layers(snn, layers))
     seen: dict[str, tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
     hooks = []
@@ -79,6 +75,16 @@ def ann_activations(snn: SpikingNetwork, x: torch.Tensor, layers: Sequence[str] 
         for h in hooks:
             h.remove()
     return seen
+
+
+def membrane_targets(snn: SpikingNetwork, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """What the membranes of population ``layer`` approach on input ``x``: the target of the
+    rescaled inputs the neurons see, g(z), in the neurons' own units (the units of a
+    :class:`TraceProbe`'s ``v``; the layer's output in the graph is g(z) * out_scale)."""
+    module = snn.neurons[_resolve_layers(snn, [layer])[0]]
+    inputs, _ = ann_activations(snn, x, [layer])[layer]
+    with torch.no_grad():
+        return module.exact(*module.prepare(*inputs))
 
 
 @dataclass
@@ -121,9 +127,10 @@ def layer_errors(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
                  mode: str = "multistep") -> LayerErrorTable:
     """Error of every (chosen) neuron layer and of the output at each timestamp, in one run.
 
-    A layer's SNN value is its decoded output estimate v_t (summed over K for matmul product
-    neurons); its reference is the same node of the converted ANN (which equals ``model`` up
-    to the recipe's target approximations). The last row, ``output``, compares the decoded
+    A layer's SNN value is its decoded output estimate v_t times its output scale (summed over K
+    for matmul product neurons); its reference is the same module's output in the converted ANN
+    (which equals ``model`` up to the recipe's target approximations). Probing costs no
+    simulation speed: the values are read between blocks. The last row, ``output``, compares the decoded
     network output with ``model(x)``.
     """
     ts = check_timestamps(timestamps)
@@ -265,11 +272,11 @@ class TraceProbe(Probe):
 
 
 class SpikeCounter(Probe):
-    """Counts spikes per neuron population and synaptic operations per affine layer.
+    """Counts spikes per neuron population and synaptic operations per affine layer, from the
+    populations' spike totals between blocks (the fused kernels count as they run).
 
     ``checkpoints``: step counts at which to keep a copy of the running totals in
-    ``snapshots[t] = (spikes, sops, dense_macs)``; each must end a simulated block (run with
-    ``block_steps`` dividing them, as :func:`spike_stats_over_T` does)."""
+    ``snapshots[t] = (spikes, sops, dense_macs)`` (each ends a block)."""
 
     def __init__(self, checkpoints: Sequence[int] = ()) -> None:
         self.spikes: dict[str, float] = {}
@@ -278,22 +285,36 @@ class SpikeCounter(Probe):
         self.dense_macs = 0.0
         self.checkpoints = set(checkpoints)
         self.snapshots: dict[int, tuple[dict[str, float], float, float]] = {}
+        self._synapse_ops = 0.0
+        self._names: list[str] = []
+        self._products: list[str] = []
         self._hooks: list = []
 
     def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
         self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
-        self.snapshots = {}
+        self.snapshots, self._synapse_ops = {}, 0.0
+        self._names = list(network.neurons)
+        self._products = [n for n, m in network.neurons.items() if isinstance(m, MatmulNeuronOp)]
         self._dense = _encoder_fed_layers(network)
         for module in network.graph_module.modules():
             if isinstance(module, _AFFINE_LAYERS):
                 self._hooks.append(module.register_forward_hook(self._count_synapses))
+
+    def stops(self) -> Sequence[int]:
+        return sorted(self.checkpoints)
 
     def finish(self) -> None:
         for h in self._hooks:
             h.remove()
         self._hooks = []
 
-    def after_block(self, steps_done: int) -> None:
+    def after_block(self, steps_done: int, run: RunState) -> None:
+        for name in self._names:
+            state = run.state(name)
+            self.spikes[name] = float(state.fired)
+            self.population[name] = state.v[0].numel()
+        # each product spike is one accumulate into the sum over K
+        self.sops = self._synapse_ops + sum(self.spikes[n] for n in self._products)
         if steps_done in self.checkpoints:
             self.snapshots[steps_done] = (dict(self.spikes), self.sops, self.dense_macs)
 
@@ -303,17 +324,7 @@ class SpikeCounter(Probe):
         if module in self._dense:
             self.dense_macs += macs
         else:  # every nonzero input is a spike (times a scale): one accumulate per synapse
-            self.sops += float((x != 0).sum()) * macs / max(x.numel(), 1)
-
-    def observer(self, name: str, module: NeuronOp):
-        def record(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
-            count = float(s.sum())
-            self.spikes[name] = self.spikes.get(name, 0.0) + count
-            self.population[name] = v[0].numel()
-            if isinstance(module, MatmulNeuronOp):
-                self.sops += count  # each product spike is one accumulate into the sum over K
-
-        return record
+            self._synapse_ops += float(torch.count_nonzero(x)) * macs / max(x.numel(), 1)
 
 
 _AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -407,11 +418,11 @@ def spike_stats(snn: SpikingNetwork, x: torch.Tensor, T: int) -> SpikeStats:
 
 def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
                        ) -> list[SpikeStats]:
-    """:func:`spike_stats` at every T in ``Ts`` from one run of max(Ts) steps (blocks of
-    gcd(Ts) steps, so that every T ends a block and the running totals can be read there)."""
+    """:func:`spike_stats` at every T in ``Ts`` from one run of max(Ts) steps (every T ends a
+    block, where the running totals are read)."""
     ts = check_timestamps(list(Ts))
     counter = SpikeCounter(checkpoints=ts)
-    snn(x, [ts[-1]], probes=[counter], block_steps=math.gcd(*ts))
+    snn(x, [ts[-1]], probes=[counter])
     macs, out = ann_macs(snn, x), []
     for T in ts:
         spikes, sops, dense = counter.snapshots[T]

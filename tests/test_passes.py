@@ -204,10 +204,15 @@ def test_calibration_records_elementwise_relu_max_and_scaling_is_exact():
     scaled = scale_activations(gm, stats, Recipe())
     expected = acts.amax(0)
     expected[expected <= 1e-5] = 1.0  # the reference's floor
-    assert torch.equal(getattr(scaled, f"{name}_scale0"), expected)
+    relu = scaled.get_submodule(name)  # the neuron module owns x / m -> relu -> * m
+    assert torch.equal(relu.in_scale0, expected) and torch.equal(relu.out_scale, expected)
+    assert gm.get_submodule(name).in_scale0 is None  # the pass's input is left as it was
+    assert scaled.code == gm.code  # the graph keeps its shape
     x = torch.randn(8, 5)
     assert same(scaled, model, x, atol=1e-6)
-    assert "div" in scaled.code and "mul" in scaled.code
+    with torch.no_grad():  # exactly the division, the target and the multiplication
+        hidden = model[0](x)
+        assert torch.equal(relu(hidden), torch.relu(hidden / expected) * expected)
 
 
 EXTENDED_CASES = {
@@ -235,11 +240,13 @@ def test_extended_normalisation_keeps_the_ann_and_bounds_every_neuron(case):
     assert recipe.softmax == "max_subtract"
     acts = ann_activations(snn, x)
     assert any(isinstance(m, MatmulNeuronOp) for m in snn.neurons.values()) == (case == "attention")
-    for name, (inputs, out) in acts.items():
-        if isinstance(snn.neurons[name], MatmulNeuronOp):  # each product a_nk b_km within [-1, 1]
-            assert all(t.abs().max() <= 1.0 + 1e-5 for t in inputs), name
+    for name, (inputs, _) in acts.items():
+        module = snn.neurons[name]
+        z = module.prepare(*inputs)  # what the neurons see
+        if isinstance(module, MatmulNeuronOp):  # each product a_nk b_km within [-1, 1]
+            assert all(t.abs().max() <= 1.0 + 1e-5 for t in z), name
         else:
-            assert out.abs().max() <= 1.0 + 1e-4, name
+            assert module.exact(*z).abs().max() <= 1.0 + 1e-4, name
 
 
 def test_consecutive_maxpools_keep_their_shapes():
@@ -252,59 +259,65 @@ def test_consecutive_maxpools_keep_their_shapes():
 
 
 @pytest.mark.parametrize("dynamics", ["paper", "extended"])
-def test_fold_scales_is_exact_and_leaves_the_graph_alone(dynamics):
-    """The simulation-only fold: same ANN output bit for bit, neurons shared, input unchanged."""
+def test_neuron_modules_own_their_scaling_and_the_kernels_apply_it_exactly(dynamics, monkeypatch):
+    """No div / mul nodes around the neurons: each module divides its inputs and multiplies its
+    output, and the fused kernels (which do it per neuron) give the torch path's numbers."""
+    import operator
+
     import signgd_lab as sl
-    from signgd_lab.conversion.neuron_ops import FoldedNeuronOp
-    from signgd_lab.conversion.passes import fold_scales
+    from signgd_lab.dynamics import kernels
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(16, 8), nn.GELU(), nn.Linear(8, 3)).eval()
     x = torch.rand(16, 1, 4, 4)
     snn = sl.convert(model, x, dynamics=dynamics)
-    code_before = snn.graph_module.code
-    folded = fold_scales(snn.graph_module)
-    assert snn.graph_module.code == code_before
-    wrappers = [m for m in folded.modules() if isinstance(m, FoldedNeuronOp)]
-    # paper: the ReLUs are scaled; extended: the GELU (x / s -> h -> * s) as well
-    assert len(wrappers) == (1 if dynamics == "paper" else 2)
-    assert {id(w.neuron) for w in wrappers} <= {id(m) for m in snn.neurons.values()}
-    with torch.no_grad():
-        assert torch.equal(folded(x), snn.graph_module(x))
-    # the simulation uses the folded graph; probes see the unfolded one; same spikes
-    from signgd_lab.probes import SpikeCounter
-    plain = snn(x, [4, 16])
-    probed = snn(x, [4, 16], probes=[SpikeCounter()])
-    assert torch.equal(plain, probed)
+    scaled = {n for n, m in snn.neurons.items() if m.out_scale is not None}
+    # paper: the ReLU is scaled; extended: the GELU (x / s -> h -> * s) and max-pooling as well
+    assert len(scaled) == (1 if dynamics == "paper" else 4), scaled
+    for node in snn.graph_module.graph.nodes:
+        if node.op == "call_module" and node.target in snn.neurons:
+            readers = {u.target for u in node.users}
+            assert not readers & {torch.mul, operator.mul}, node
+    fused = snn(x, [4, 16])
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert torch.equal(snn(x, [4, 16]), fused)
 
 
+@pytest.mark.parametrize("dynamics", ["paper", "extended"])
 @pytest.mark.parametrize("kernel,stride,padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
-def test_fuse_max_chains_runs_the_chain_in_one_op_with_the_same_numbers(kernel, stride, padding):
-    """Max-pool chains become one MaxChainOp per pool axis in the simulation graph; the ANN output,
-    and the SNN's output with the fused kernel, equal the neuron-by-neuron graph bit for bit."""
+def test_maxpool_chain_kernel_gives_the_neuron_by_neuron_numbers(dynamics, kernel, stride, padding,
+                                                                 monkeypatch):
+    """One MaxPoolChain per pool axis, owning its window geometry; its one-kernel run (plain in
+    paper mode, rescaled per neuron in extended mode) equals the neuron-by-neuron run bit for
+    bit, and probes read each chain neuron's state from the stacked kernel state."""
     import signgd_lab as sl
-    from signgd_lab.conversion.neuron_ops import MaxChainOp
-    from signgd_lab.conversion.passes import fold_scales, fuse_max_chains
+    from signgd_lab.conversion.neuron_ops import MaxPoolChain
+    from signgd_lab.conversion.runtime import Runtime
+    from signgd_lab.probes import ActivationProbe, TraceProbe
 
     torch.manual_seed(1)
     model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
                           nn.MaxPool2d(kernel, stride, padding), nn.Flatten(), nn.LazyLinear(4))
     x = torch.rand(12, 2, 7, 7)
     model(x)
-    snn = sl.convert(model.eval(), x)
-    code_before = snn.graph_module.code
-    fused = fuse_max_chains(fold_scales(snn.graph_module))
-    assert snn.graph_module.code == code_before
-    chains = [m for m in fused.modules() if isinstance(m, MaxChainOp)]
-    assert [len(c.chain) for c in chains] == [kernel - 1, kernel - 1]  # rows, then columns
-    with torch.no_grad():
-        assert torch.equal(fused(x), snn.graph_module(x))
-    key = (snn.device, snn.dtype)
-    with_chain = snn(x, [8, 32])
-    stepwise = snn(x, [8, 32], mode="stepwise")
-    snn._folded[key] = snn.graph_module  # the neuron-by-neuron graph
-    assert torch.equal(snn(x, [8, 32]), with_chain) and torch.equal(stepwise, with_chain)
+    snn = sl.convert(model.eval(), x, dynamics=dynamics)
+    chains = [m for m in snn.graph_module.modules() if isinstance(m, MaxPoolChain)]
+    assert [(len(c.chain), c.dim) for c in chains] == [(kernel - 1, -2), (kernel - 1, -1)]
+    names = [n for n in snn.neurons if ".chain." in n]
+    fused = []  # whether each chain of each run got the chain kernel's stacked state
+    original = Runtime._fuse
+    monkeypatch.setattr(Runtime, "_fuse", lambda *a: fused.append(original(*a)) or fused[-1])
+    values = ActivationProbe(names, [8, 32])
+    with_chain = snn(x, [8, 32], probes=[values])
+    assert len(fused) == 2 and None not in fused  # both axes ran in the chain kernel
+    traced = ActivationProbe(names, [8, 32])  # a per-step observer: neuron by neuron
+    by_neuron = snn(x, [8, 32], probes=[traced, TraceProbe(names[0], 3)])
+    assert fused[2] is None  # the traced chain ran neuron by neuron
+    assert torch.equal(by_neuron, with_chain)
+    assert torch.equal(snn(x, [8, 32], mode="stepwise"), with_chain)
+    for key, value in values.values.items():
+        assert torch.equal(value, traced.values[key]), key
 
 
 @pytest.mark.parametrize("dynamics", ["extended", "if"])

@@ -7,7 +7,7 @@ from torch import nn
 
 import signgd_lab as sl
 from signgd_lab.conversion import ConversionError
-from signgd_lab.probes import E_AC_PJ, E_MAC_PJ, ann_activations
+from signgd_lab.probes import E_AC_PJ, E_MAC_PJ, ann_activations, membrane_targets
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,11 @@ def test_layer_errors_of_chosen_layers_only(cnn):
 def test_trace_probe_records_only_what_was_asked(cnn):
     model, snn, x = cnn
     layer = "relu_6"
-    probe = sl.TraceProbe(layer, neurons=[0, 5, 17], sample=1)
+    # neurons of sample 1 with clearly positive targets (on the rescaled inputs, neuron units)
+    targets = membrane_targets(snn, x[:4], layer)[1].flatten()
+    picks = (targets > 0.2).nonzero().flatten()[:3].tolist()
+    assert len(picks) == 3
+    probe = sl.TraceProbe(layer, neurons=picks, sample=1)
     snn(x[:4], [40], probes=[probe])
     assert probe.v.shape == (40, 3) and probe.spikes.shape == (40, 3) and probe.x_hat.shape == (40, 3)
     assert set(probe.spikes.unique().tolist()) <= {0.0, 1.0}
@@ -53,9 +57,12 @@ def test_trace_probe_records_only_what_was_asked(cnn):
     etas = snn.dynamics.etas(40)
     v = -torch.cumsum(etas[:, None] * (2 * probe.spikes - 1), 0)
     assert torch.allclose(v, probe.v, atol=1e-5)
-    # the traced neurons converge to the ANN's (scaled) activation at that node
-    ann_out = ann_activations(snn, x[:4], [layer])[layer][1]
-    assert torch.allclose(probe.v[-1], ann_out[1].flatten()[[0, 5, 17]], atol=0.05)
+    # the traced neurons converge to their targets, which the output scale takes back to the
+    # ANN's activation at that node
+    assert torch.allclose(probe.v[-1], targets[picks], atol=0.05)
+    ann_out = ann_activations(snn, x[:4], [layer])[layer][1][1].flatten()[picks]
+    scale = snn.neurons[layer].out_scale.flatten()[picks]
+    assert torch.equal(targets[picks] * scale, ann_out) and (scale != 1).all()
     with pytest.raises(ConversionError, match="indices"):
         snn(x[:2], [4], probes=[sl.TraceProbe(layer, neurons=[10**6])])
 
@@ -127,3 +134,43 @@ def test_debug_run_gives_what_the_separate_probes_give_from_one_run(cnn):
     assert trace.v.shape == (32, 3) and torch.equal(trace.v, probe.v)
     assert torch.equal(trace.spikes, probe.spikes)
     assert set(run.values) == {(name, t) for name in snn.neurons for t in ts}
+
+
+def test_blocks_end_at_every_requested_step():
+    from signgd_lab.conversion.timestamps import block_bounds
+
+    assert block_bounds(20, [5, 13], 8) == [(0, 5), (5, 13), (13, 20)]
+    assert block_bounds(20, [3], 4) == [(0, 3), (3, 7), (7, 11), (11, 15), (15, 19), (19, 20)]
+    assert block_bounds(6, [9, 0], 100) == [(0, 6)]  # stops beyond the run or at 0 are ignored
+
+
+def test_probes_read_between_blocks_and_keep_the_fused_kernels(cnn, monkeypatch):
+    """layer_errors and spike_stats_over_T run the same kernel calls as a plain run, their
+    values at T equal a run that stops at T, and the kernels' spike counts equal the torch
+    path's (kernels off)."""
+    from signgd_lab.dynamics import kernels
+
+    model, snn, x = cnn
+    x = x[:8]
+    ts = [5, 13, 24]  # no common divisor: a gcd-block scheme would step one at a time
+    calls = []
+    for name in ("population_steps", "max_chain_steps"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, f=original, **k: calls.append(1) or f(*a, **k))
+    snn(x, ts)
+    plain = len(calls)
+    assert plain > 0
+    table = sl.layer_errors(model, snn, x, ts)
+    assert len(calls) == 2 * plain
+    together = sl.spike_stats_over_T(snn, x, ts)
+    assert len(calls) == 3 * plain
+    for j, t in enumerate(ts):  # each T as if the run stopped there
+        alone = sl.layer_errors(model, snn, x, [t])
+        assert torch.equal(alone.rel_l2[:, 0], table.rel_l2[:, j])
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    calls.clear()
+    by_torch = sl.spike_stats_over_T(snn, x, ts)
+    assert not calls
+    for fused, plain_stats in zip(together, by_torch):
+        assert fused.spikes == plain_stats.spikes and fused.sops == plain_stats.sops
+        assert all(v > 0 for v in fused.spikes.values())

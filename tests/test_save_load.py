@@ -35,7 +35,7 @@ def test_round_trip_gives_identical_outputs(zoo_cache, tmp_path, name, dynamics)
 def test_extended_network_pickles_its_rescaled_targets(zoo_cache):
     model, (x_tr, _), _ = zoo_cache("digits_mlp")
     snn = sl.convert(model, x_tr[:64], dynamics="extended")
-    rescaled = [m.simulated_target() for m in snn.neurons.values() if m.input_scale is not None]
+    rescaled = [m.simulated_target() for m in snn.neurons.values() if m.shape_scale is not None]
     assert rescaled, "the extended recipe rescales neurons"
     for target in rescaled:
         copy = pickle.loads(pickle.dumps(target))

@@ -2,7 +2,9 @@
 from .convert import DYNAMICS_PRESETS, convert, count_nonlinear, resolve_dynamics
 from .errors import ConversionError
 from .handlers import (AffineOp, OpHandler, list_handlers, register_affine, register_handler)
-from .network import Probe, SpikingNetwork, check_timestamps
+from .network import SpikingNetwork
+from .probe import Probe
+from .timestamps import check_timestamps
 from .neuron_ops import MatmulNeuronOp, NeuronOp
 from .recipes import RECIPES, Recipe, get_recipe, list_recipes
 from .tracer import LeafTracer, trace

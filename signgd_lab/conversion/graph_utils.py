@@ -257,14 +257,6 @@ class Emitter:
         self.gm.graph.erase_node(self.anchor)
 
 
-def shallow_copy(gm: fx.GraphModule) -> fx.GraphModule:
-    """A GraphModule with a copy of ``gm``'s graph that shares its submodules and tensors (for
-    simulation-only passes, whose result must drive the very neuron modules of ``gm``)."""
-    graph = fx.Graph()
-    graph.output(graph.graph_copy(gm.graph, {}))
-    return fx.GraphModule(gm, graph)
-
-
 def finish(gm: fx.GraphModule) -> fx.GraphModule:
     """End of every pass: drop unused nodes, check the graph, regenerate code."""
     gm.graph.eliminate_dead_code()

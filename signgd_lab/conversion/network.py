@@ -2,181 +2,32 @@
 
 One run of max(timestamps) steps yields the decoded output at every requested step ("anytime").
 Steps are simulated in blocks: in a block of c steps every affine op runs once on a (c*B)-row
-batch and every neuron runs its recurrence over the c steps (docs/theory.md, section 3: no layer
-feeds back, so this gives the same numbers as c = 1, the step-by-step mode).
+batch and every neuron population runs its recurrence over the c steps (docs/theory.md,
+section 3: no layer feeds back, so this gives the same numbers as c = 1, the step-by-step mode).
+Every requested timestamp ends a block. The timestamps, the probe protocol, the runtime behind
+the neuron modules and the memory guard live in their own modules next to this one.
 """
 from __future__ import annotations
 
 import os
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 
-from ..dynamics import kernels
-from ..dynamics.codec import (DirectEncoder, DirectSignGDEncoder, FloatEncoder, RateDecoder,
-                              SignGDDecoder)
 from ..dynamics.config import IFDynamics, SignGDDynamics
-from ..dynamics.neurons import Drive, IFNeuron, NeuronState, Observer, ProductSumNeurons, SignGDNeuron
+from ..dynamics.neurons import Observer
 from .errors import ConversionError
-from .neuron_ops import MatmulNeuronOp, MaxChainOp, NeuronOp
-from .passes.fold_scales import fold_scales
-from .passes.fuse_max_chains import fuse_max_chains
+from .memory import check_memory
+from .neuron_ops import MaxPoolChain, NeuronOp, populations
+from .probe import Probe
+from .runtime import Correction, Runtime
+from .timestamps import block_bounds, check_timestamps
 
 MODES = ("multistep", "stepwise")
 _BLOCK_ELEMENTS = 3 * 2**20  # per-block budget: neuron inputs/outputs of all populations
 # (measured on the digits models: 8-32 steps at batch 64 are fastest, see benchmarks/RESULTS.md)
-
-
-def check_timestamps(timestamps: int | Sequence[int]) -> list[int]:
-    """Validate timestamps: positive integers in strictly increasing order."""
-    ts = [timestamps] if isinstance(timestamps, int) else list(timestamps)
-    if not ts:
-        raise ConversionError("timestamps is empty; pass e.g. timestamps=[8, 64]")
-    for t in ts:
-        if isinstance(t, bool) or not isinstance(t, int) and not (
-                isinstance(t, float) and float(t).is_integer()):
-            raise ConversionError(f"timestamps must be integers, got {t!r}")
-        if t <= 0:
-            raise ConversionError(f"timestamps must be >= 1, got {t!r}")
-    ts = [int(t) for t in ts]
-    if any(b <= a for a, b in zip(ts, ts[1:])):
-        raise ConversionError(f"timestamps must be strictly increasing, got {ts}; "
-                              f"sort them, e.g. {sorted(set(ts))}")
-    return ts
-
-
-class Probe:
-    """Base class of probes: subclasses return an observer for the layers they watch."""
-
-    def observer(self, name: str, module: NeuronOp) -> Observer | None:
-        """Observer called after every step of neuron ``name`` (None: not watched)."""
-        return None
-
-    def start(self, network: "SpikingNetwork", batch: int, steps: int) -> None:
-        """Called once before a run."""
-
-    def after_block(self, steps_done: int) -> None:
-        """Called after every simulated block with the number of steps done so far."""
-
-    def finish(self) -> None:
-        """Called once after a run (also when it fails)."""
-
-
-@dataclass
-class Correction:
-    """Per-neuron offsets and biases from the all-ones / all-zeros passes (docs/theory.md,
-    section 3)."""
-
-    offsets: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
-    biases: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
-    out_offset: torch.Tensor | None = None
-    out_bias: torch.Tensor | None = None
-    largest: int = 1  # most elements any one neuron population reads/writes per sample-step
-    total: int = 1  # elements all populations together read/write per sample-step
-    state: int = 0  # elements of neuron state (input estimates and membranes) per sample
-
-
-class _Runtime:
-    """What the neuron modules call during a run (forced passes or simulation blocks)."""
-
-    def __init__(self, net: "SpikingNetwork", correction: "Correction | None" = None) -> None:
-        self.net = net
-        self.correction = correction
-        self.force: float | None = None
-        self.recorded: dict[str, tuple[torch.Tensor, ...]] = {}
-        self.states: dict[str, NeuronState] = {}
-        self.etas: torch.Tensor | None = None
-        self.observers: dict[str, Observer] = {}
-        self.chain_offsets: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, module: NeuronOp, *currents: torch.Tensor) -> torch.Tensor:
-        name = self.net.neuron_names[id(module)]
-        if self.force is not None:
-            self.recorded[name] = tuple(c.detach() for c in currents)
-            if isinstance(module, MatmulNeuronOp):
-                return torch.matmul(torch.full_like(currents[0], self.force),
-                                    torch.ones_like(currents[1]))
-            shape = torch.broadcast_shapes(*(c.shape for c in currents))
-            return torch.full(shape, self.force, dtype=currents[0].dtype, device=currents[0].device)
-        return self.simulate(name, module, currents)
-
-    def folded(self, module: NeuronOp, current: torch.Tensor, divisor: torch.Tensor,
-               multiplier: torch.Tensor) -> torch.Tensor:
-        """A :class:`FoldedNeuronOp`: ``module(current / divisor) * multiplier``, with the
-        division and multiplication done inside the neuron kernel where it runs."""
-        if self.force is not None or isinstance(self.net.dynamics, IFDynamics):
-            return self(module, current / divisor) * multiplier
-        return self.simulate(self.net.neuron_names[id(module)], module, (current,),
-                             divisor, multiplier)
-
-    def max_chain(self, op: MaxChainOp, y: torch.Tensor) -> torch.Tensor:
-        """A :class:`MaxChainOp`: the whole chain in one kernel that reads the windows of ``y``
-        in place (CPU kernels, signGD dynamics), else neuron by neuron; same numbers."""
-        names = [self.net.neuron_names[id(m)] for m in op.chain]
-        if self.force is not None or isinstance(self.net.dynamics, IFDynamics) or \
-                not kernels.usable(y) or any(n in self.observers for n in names):
-            return op.unfused(y)
-        y = y.contiguous()
-        windows = [y[index] for index in op.windows]  # (c*B, *W) views
-        layout = kernels.window_layout(y, windows)
-        if layout is None:
-            return op.unfused(y)
-        steps, shape = self.etas.shape[0], windows[0].shape[1:]
-        batch = y.shape[0] // steps
-        key = f"{names[0]}/chain"
-        state = self.states.get(key)
-        if state is None:  # stacked states and offsets of the chain's neurons: (n, B, S)
-            corr = self.correction
-
-            def stack(parts: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
-                return torch.stack([p.expand(*lead, *shape).reshape(*lead, -1) for p in parts])
-
-            state = NeuronState(tuple(stack([corr.biases[n][i] for n in names], (batch,)).clone()
-                                      for i in (0, 1)), torch.zeros(len(names), batch, shape.numel(),
-                                                                    dtype=y.dtype))
-            self.states[key] = state
-            self.chain_offsets[key] = tuple(
-                stack([corr.offsets[n][i] for n in names], (1,))[:, 0].to(y.dtype).contiguous()
-                for i in (0, 1))
-        tie = self.net.dynamics.apply_tie_rule(op.chain[0].simulated_target()).tie_fires
-        spikes = kernels.max_chain_steps(tie, y, layout, self.chain_offsets[key], *state.x_hat,
-                                         state.v, self.etas)  # (c, B, S)
-        state.t += steps
-        return spikes.reshape(steps * batch, *shape)
-
-    def simulate(self, name: str, module: NeuronOp, currents: tuple[torch.Tensor, ...],
-                 divisor: torch.Tensor | None = None, multiplier: torch.Tensor | None = None
-                 ) -> torch.Tensor:
-        steps = self.etas.shape[0]
-        corr = self.correction
-        cur = [c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents]  # (c, B, ...)
-        state = self.states.get(name)
-        if state is None:
-            state = self._initial_state(module, corr.biases[name], cur[0].shape[1])
-            self.states[name] = state
-        observer = self.observers.get(name)
-        if isinstance(self.net.dynamics, IFDynamics):
-            spikes = IFNeuron().run(state, cur[0], self.etas, observer)
-        else:
-            drives = tuple(Drive(c, o) for c, o in zip(cur, corr.offsets[name]))
-            if divisor is not None:
-                drives = (Drive(cur[0], corr.offsets[name][0], divisor),)
-            if isinstance(module, MatmulNeuronOp):
-                spikes = ProductSumNeurons(module.target).run(state, drives, self.etas, observer)
-            else:
-                target = self.net.dynamics.apply_tie_rule(module.simulated_target())
-                spikes = SignGDNeuron(target).run(state, drives, self.etas, observer, multiplier)
-        return spikes.reshape(-1, *spikes.shape[2:])  # (c * B, ...)
-
-    @staticmethod
-    def _initial_state(module: NeuronOp, biases: tuple[torch.Tensor, ...], batch: int) -> NeuronState:
-        """x_hat_0 = bias (per input, expanded over the batch), v_0 = 0."""
-        xs = tuple(b.expand(batch, *b.shape[1:]).clone() for b in biases)
-        shape = _membrane_shape(module, xs)
-        return NeuronState(xs, torch.zeros(shape, dtype=xs[0].dtype, device=xs[0].device))
 
 
 class SpikingNetwork(nn.Module):
@@ -197,14 +48,22 @@ class SpikingNetwork(nn.Module):
         self.dynamics = dynamics
         self.recipe_name = recipe_name
         self.offset_sum = offset_sum
-        self.neurons: dict[str, NeuronOp] = {  # in graph (execution) order
-            node.target: graph_module.get_submodule(node.target)
-            for node in graph_module.graph.nodes if node.op == "call_module"
-            and isinstance(graph_module.get_submodule(node.target), NeuronOp)}
-        self.neuron_names = {id(m): n for n, m in self.neurons.items()}
+        self.neurons: dict[str, NeuronOp] = populations(graph_module)  # in execution order
         self._corrections: dict[tuple, Correction] = {}
-        self._folded: dict[tuple, fx.GraphModule] = {}  # simulation graphs, per device/dtype
         self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
+        self._index_modules()
+        refused = sorted({m.target.name for m in self.neurons.values()
+                          if not dynamics.can_run(m.target)})
+        if refused:
+            raise ConversionError(f"{type(dynamics).__name__} cannot run the {', '.join(refused)} "
+                                  "neurons of this graph; convert the model with these dynamics "
+                                  "(convert(..., dynamics=...)), which refuses such ops by name")
+
+    def _index_modules(self) -> None:
+        """The runtime's lookup tables: module id -> population / chain name."""
+        self.neuron_names = {id(m): n for n, m in self.neurons.items()}
+        self.chain_names = {id(m): n for n, m in self.graph_module.named_modules()
+                            if isinstance(m, MaxPoolChain)}
 
     # ------------------------------------------------------------------ setup
     @property
@@ -234,31 +93,26 @@ class SpikingNetwork(nn.Module):
         with torch.no_grad():
             return self.graph_module(x)
 
-    def _attach(self, runtime: _Runtime | None) -> None:
-        for m in self.neurons.values():
-            m.runtime = runtime
-
     def correction(self, sample_shape: torch.Size) -> Correction:
         """Offsets and biases for inputs of shape (B, *sample_shape), cached per shape/device."""
         key = (tuple(sample_shape), self.device, self.dtype)
         if key in self._corrections:
             return self._corrections[key]
-        runtime = _Runtime(self)
-        self._attach(runtime)
-        try:
-            with torch.no_grad():
-                passes = {}
-                for value in (1.0, 0.0):
-                    runtime.force, runtime.recorded = value, {}
+        passes = {}
+        for value in (1.0, 0.0):
+            runtime = Runtime(self, force=value)
+            runtime.attach()
+            try:
+                with torch.no_grad():
                     x = torch.full((1, *sample_shape), value, dtype=self.dtype, device=self.device)
                     out = self.graph_module(x)
-                    if not isinstance(out, torch.Tensor):
-                        raise ConversionError(
-                            f"the model returns {type(out).__name__}; SpikingNetwork needs a "
-                            "single output tensor (wrap the model to return one tensor)")
-                    passes[value] = (out, runtime.recorded)
-        finally:
-            self._attach(None)
+            finally:
+                runtime.detach()
+            if not isinstance(out, torch.Tensor):
+                raise ConversionError(
+                    f"the model returns {type(out).__name__}; SpikingNetwork needs a "
+                    "single output tensor (wrap the model to return one tensor)")
+            passes[value] = (out, runtime.recorded)
         (out1, rec1), (out0, rec0) = passes[1.0], passes[0.0]
 
         def offset(one: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:  # A(1) + A(0)
@@ -267,32 +121,23 @@ class SpikingNetwork(nn.Module):
         corr = Correction(
             offsets={n: tuple(offset(a, b) for a, b in zip(rec1[n], rec0[n])) for n in rec1},
             biases=dict(rec0), out_offset=offset(out1, out0), out_bias=out0)
-        sizes = [_population(self.neurons[n], c) for n, c in rec0.items()]
+        sizes = [self.neurons[n].traffic(c) for n, c in rec0.items()]
         corr.largest, corr.total = max([1] + sizes), max(1, sum(sizes))
-        corr.state = sum(_state_size(self.neurons[n], c) for n, c in rec0.items())
+        corr.state = sum(self.neurons[n].state_size(c) for n, c in rec0.items())
         self._corrections[key] = corr
         return corr
 
-    def _simulation_graph(self) -> fx.GraphModule:
-        """The converted graph with ``x / m -> neuron -> * m'`` folded into the neurons and the
-        max-pool chains fused (:func:`~signgd_lab.conversion.passes.fold_scales`,
-        :func:`~signgd_lab.conversion.passes.fuse_max_chains`), cached per device and dtype."""
-        key = (self.device, self.dtype)
-        if key not in self._folded:
-            self._folded[key] = fuse_max_chains(fold_scales(self.graph_module))
-        return self._folded[key]
-
     # ------------------------------------------------------------------ saving
     def __getstate__(self) -> dict:
-        """Pickled state: the converted graph, dynamics and neurons; the per-shape caches
-        (corrections, simulation graphs) and the id-keyed name table are rebuilt on load."""
+        """Pickled state: the converted graph, dynamics and neurons; the per-shape corrections
+        and the id-keyed name tables are rebuilt on load."""
         state = dict(self.__dict__)
-        state.update(_corrections={}, _folded={}, neuron_names={})
+        state.update(_corrections={}, neuron_names={}, chain_names={})
         return state
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        self.neuron_names = {id(m): n for n, m in self.neurons.items()}
+        self._index_modules()
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the network to ``path`` (``torch.save`` of the whole network, written to a
@@ -357,15 +202,6 @@ class SpikingNetwork(nn.Module):
         item = torch.empty((), dtype=self.dtype).element_size()
         return int(item * batch * (corr.state + 6 * block_steps * corr.largest))
 
-    def _check_memory(self, needed: int) -> None:
-        available = _available_memory(self.device)
-        if available is not None and needed > available:
-            raise ConversionError(
-                f"this run needs about {needed / 2**30:.2f} GiB for neuron state and buffers but "
-                f"only {available / 2**30:.2f} GiB are available on {self.device}; pass "
-                "batch_chunk=... (same outputs, less memory), a smaller block_steps (or "
-                "mode='stepwise'), or allow_large=True")
-
     def forward(self, x: torch.Tensor, timestamps: int | Sequence[int] = (8, 64),
                 mode: str = "multistep", block_steps: int | None = None,
                 probes: Sequence[Probe] = (), allow_large: bool = False,
@@ -398,91 +234,50 @@ class SpikingNetwork(nn.Module):
         if isinstance(steps, bool) or not (isinstance(steps, int) and steps >= 1):
             raise ConversionError(f"block_steps must be a positive integer, got {steps!r}")
         if not allow_large:
-            self._check_memory(self.estimate_memory(x.shape[1:], batch, steps))
+            check_memory(self.estimate_memory(x.shape[1:], batch, steps), self.device)
         etas = self.dynamics.etas(total, self.device, self.dtype)
-        if isinstance(self.dynamics, IFDynamics):
-            encoder, decoder = DirectEncoder(x), RateDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]))
-        else:
-            encoder = FloatEncoder(x) if self.dynamics.encoder == "float" else DirectSignGDEncoder(x)
-            decoder = SignGDDecoder(corr.out_bias.expand(batch, *corr.out_bias.shape[1:]),
-                                    corr.out_offset)
-        runtime = _Runtime(self, corr)
+        encoder, decoder = self.dynamics.codec(
+            x, corr.out_bias.expand(batch, *corr.out_bias.shape[1:]), corr.out_offset)
+        observers: dict[str, list[Observer]] = {}
         for probe in probes:
             probe.start(self, batch, total)
             for name, module in self.neurons.items():
                 obs = probe.observer(name, module)
                 if obs is not None:
-                    runtime.observers[name] = _chain(runtime.observers.get(name), obs)
-        # without observers the scaling multiplications are folded into the neuron kernels
-        graph = self.graph_module if runtime.observers else self._simulation_graph()
+                    observers.setdefault(name, []).append(obs)
+        runtime = Runtime(self, corr, observers={n: _all_of(o) for n, o in observers.items()})
+        stops = set(ts).union(*(probe.stops() for probe in probes))
         wanted = {t: i for i, t in enumerate(ts)}
         results: list[torch.Tensor | None] = [None] * len(ts)
-        self._attach(runtime)
+        runtime.attach()
         try:
             with torch.no_grad():
-                for start in range(0, total, steps):
-                    block = etas[start:start + steps]
+                for start, end in block_bounds(total, stops, steps):
+                    block = etas[start:end]
                     runtime.etas = block
                     emitted = encoder.emit(block)  # (c, B, ...)
-                    out = graph(emitted.reshape(-1, *x.shape[1:]))  # (c*B, ...)
+                    out = self.graph_module(emitted.reshape(-1, *x.shape[1:]))  # (c*B, ...)
                     decoded = decoder.decode(out.reshape(block.shape[0], batch, *out.shape[1:]),
                                              block)
                     for k in range(block.shape[0]):
                         if start + k + 1 in wanted:
                             results[wanted[start + k + 1]] = decoded[k]
                     for probe in probes:
-                        probe.after_block(start + block.shape[0])
+                        probe.after_block(end, runtime)
         finally:
-            self._attach(None)
+            runtime.detach()
             for probe in probes:
                 probe.finish()
         return torch.stack(results)
 
 
-def _population(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
-    """Per-sample elements a population reads or writes per step (product neurons: their
-    inputs and summed outputs; their membranes do not grow with the block)."""
-    if isinstance(module, MatmulNeuronOp):
-        a, b = currents
-        return max(a.numel(), b.numel(), a.numel() // a.shape[-1] * b.shape[-1])
-    return torch.broadcast_shapes(*(c.shape for c in currents)).numel()
+def _all_of(observers: list[Observer]) -> Observer:
+    """One observer calling each of ``observers`` in turn."""
+    if len(observers) == 1:
+        return observers[0]
 
+    def each(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
+        for observer in observers:
+            observer(t, x_hat, v, s)
 
-def _membrane_shape(module: NeuronOp, inputs: tuple[torch.Tensor, ...]) -> torch.Size:
-    """Shape of a population's membranes for inputs of these shapes: the broadcast shape, or
-    (..., N, K, M) for the product neurons of a matmul (..., N, K) @ (..., K, M)."""
-    if isinstance(module, MatmulNeuronOp):
-        a, b = inputs
-        return torch.Size((*a.shape, b.shape[-1]))
-    return torch.broadcast_shapes(*(x.shape for x in inputs))
-
-
-def _state_size(module: NeuronOp, currents: tuple[torch.Tensor, ...]) -> int:
-    """Per-sample elements of a population's input estimates and membranes."""
-    return sum(c.numel() for c in currents) + _membrane_shape(module, currents).numel()
-
-
-def _available_memory(device: torch.device) -> int | None:
-    """Free memory on ``device`` in bytes (None when it cannot be told)."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-    return None
-
-
-def _chain(first: Observer | None, second: Observer) -> Observer:
-    if first is None:
-        return second
-
-    def both(t: int, x_hat: tuple, v: torch.Tensor, s: torch.Tensor) -> None:
-        first(t, x_hat, v, s)
-        second(t, x_hat, v, s)
-
-    return both
+    return each

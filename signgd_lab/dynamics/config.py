@@ -6,8 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .codec import (DirectEncoder, DirectSignGDEncoder, FloatEncoder, RateDecoder, SignGDDecoder)
+from .neurons import Drive, IFNeuron, NeuronState, Observer, SignGDNeuron
 from .schedules import Schedule
 from .targets import Target
+
+Encoder = FloatEncoder | DirectSignGDEncoder | DirectEncoder
+Decoder = SignGDDecoder | RateDecoder
 
 TIE_RULES = ("reference", "fire", "rest")
 ENCODERS = ("float", "direct")
@@ -62,6 +67,24 @@ class SignGDDynamics:
             return target
         return dataclasses.replace(target, tie_fires=self.tie_rule == "fire")
 
+    def can_run(self, target: Target) -> bool:
+        """signGD neurons run every target."""
+        return True
+
+    def run(self, target: Target, state: NeuronState, drives: tuple[Drive, ...],
+            etas: torch.Tensor, observer: Observer | None = None,
+            out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance a population of :class:`SignGDNeuron` with ``target`` (tie rule applied)
+        ``len(etas)`` steps; returns its spikes (T, B, ...) times ``out_scale``."""
+        return SignGDNeuron(self.apply_tie_rule(target)).run(state, drives, etas, observer,
+                                                             out_scale)
+
+    def codec(self, x: torch.Tensor, out_bias: torch.Tensor, out_offset: torch.Tensor
+              ) -> tuple[Encoder, Decoder]:
+        """The network's input encoder for ``x`` and its output decoder (y_0 = ``out_bias``)."""
+        encoder = FloatEncoder(x) if self.encoder == "float" else DirectSignGDEncoder(x)
+        return encoder, SignGDDecoder(out_bias, out_offset)
+
 
 @dataclass(frozen=True)
 class IFDynamics:
@@ -87,3 +110,21 @@ class IFDynamics:
              dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """eta_1..eta_T, shape (T,)."""
         return self.as_schedule().etas(T, device, dtype)
+
+    def can_run(self, target: Target) -> bool:
+        """IF neurons run ReLU only (the subgradient method's fixed point is clip(x, 0, 1))."""
+        return target.name == "relu"
+
+    def run(self, target: Target, state: NeuronState, drives: tuple[Drive, ...],
+            etas: torch.Tensor, observer: Observer | None = None,
+            out_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Advance a population of :class:`IFNeuron` (``target`` is ReLU: the conversion admits
+        nothing else) ``len(etas)`` steps on the input current of ``drives[0]``; returns its
+        spikes (T, B, ...) times ``out_scale``."""
+        spikes = IFNeuron().run(state, drives[0].input(), etas, observer)
+        return spikes if out_scale is None else spikes * out_scale
+
+    def codec(self, x: torch.Tensor, out_bias: torch.Tensor, out_offset: torch.Tensor
+              ) -> tuple[Encoder, Decoder]:
+        """The direct encoder (x at every step) and the rate decoder (y_0 = ``out_bias``)."""
+        return DirectEncoder(x), RateDecoder(out_bias)

@@ -1,4 +1,5 @@
-"""Fused CPU kernels for the signGD recurrences (numba), with the plain torch loop as fallback.
+"""Fused CPU kernels for the signGD recurrences (numba); elsewhere the neurons run as torch ops
+(on CUDA with the compiled step of :mod:`.compiled_step`).
 
 The sequential part of a signGD population is, per neuron and step k,
 
@@ -175,19 +176,20 @@ if njit is not None:
 
 
 @lru_cache(maxsize=None)
-def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: bool,
-                       multiplied: bool):
+def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: bool,
+                       divided: bool, multiplied: bool):
     """Compiled block kernel for one target and input layout: arms = inputs with a drive;
     row: the second input has one value per row of the last dimension (x2 (B, R), S = R * W);
-    divided / multiplied: the first input current is divided by ``pre`` and the spikes are
-    multiplied by ``post`` (per neuron), as the graph's ``x / m -> g -> * m`` would. The kernel
-    is a closure over these flags only (ints and bools: numba's cache keys on their values), so a
-    later process loads it from the cache instead of compiling it."""
+    shifted / divided / multiplied: ``shift`` is subtracted from the first input current, which
+    is then divided by ``pre``, and the spikes are multiplied by ``post`` (per neuron), as a
+    neuron module's rescaling ``(x - c) / m -> g -> * m'`` would. ``counts[b]`` gains the spikes
+    of sample b. The kernel is a closure over these flags only (ints and bools: numba's cache
+    keys on their values), so a later process loads it from the cache instead of compiling it."""
 
     if row:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, pre, post, etas,
-                   spikes):  # pragma: no cover - compiled
+        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, shift, pre, post, etas,
+                   spikes, counts):  # pragma: no cover - compiled
             # cur1 (T, B, S), off1 (S,), x1 / v (B, S); cur2 (T, B, R), off2 (R,), x2 (B, R):
             # one second-input value per row of S / R neurons
             two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
@@ -196,6 +198,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
             width = size // rows
             for bi in prange(batch):
                 spread = np.empty(size, dtype=x1.dtype)  # the row values, one per neuron
+                fired = 0
                 for k in range(steps):
                     e = etas[k]
                     for r in range(rows):
@@ -206,29 +209,36 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                         for j in range(r * width, (r + 1) * width):
                             spread[j] = b
                     for j in range(size):  # one long loop: vectorises
-                        i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
+                        i1 = cur1[k, bi, j] - shift[j] if shifted else cur1[k, bi, j]
+                        if divided:
+                            i1 = i1 / pre[j]
                         a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         x = v[bi, j]
                         f = _fires(code, scaled, x, a, spread[j],
                                    scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
+                        fired += 1 if f else 0
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
+                counts[bi] += fired
     else:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, pre, post, etas,
-                   spikes):  # pragma: no cover - compiled
+        def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, shift, pre, post, etas,
+                   spikes, counts):  # pragma: no cover - compiled
             # cur (T, B, S), off (S,), x / v (B, S), spikes (T, B, S)
             two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
             steps, batch, size = cur1.shape
             for bi in prange(batch):
+                fired = 0
                 for k in range(steps):
                     e = etas[k]
                     for j in range(size):
-                        i1 = cur1[k, bi, j] / pre[j] if divided else cur1[k, bi, j]
+                        i1 = cur1[k, bi, j] - shift[j] if shifted else cur1[k, bi, j]
+                        if divided:
+                            i1 = i1 / pre[j]
                         a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         b = a
@@ -240,10 +250,12 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, divided: b
                         x = v[bi, j]
                         f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
+                        fired += 1 if f else 0
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
+                counts[bi] += fired
 
     return kernel
 
@@ -281,15 +293,17 @@ def population_layout(kernel: str | None, x_hat: tuple[torch.Tensor, ...], v: to
 def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch.Tensor, ...],
                      offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
                      v: torch.Tensor, etas: torch.Tensor, scale: torch.Tensor | None = None,
-                     divisor: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
-                     layout: str | None = None) -> torch.Tensor:
+                     shift: torch.Tensor | None = None, divisor: torch.Tensor | None = None,
+                     out_scale: torch.Tensor | None = None, layout: str | None = None
+                     ) -> tuple[torch.Tensor, int]:
     """Charge, fire and reset of a whole block in one pass: currents (T, B, *S_i) with offsets
     (1, *S_i); x_hat (B, *S_i) and v (B, *S) are contiguous and updated in place; ``scale``
-    (broadcastable to (1, *S)) makes the target h(z) = g(s z) / s; ``divisor`` divides the
-    first input's current and ``out_scale`` multiplies the spikes (both per neuron, exactly as
-    torch's division and multiplication round). Returns the spikes (T, B, *S). ``layout`` is
-    :func:`population_layout`'s answer when the caller has it already. ``kernel`` names the target (:attr:`~signgd_lab.dynamics.Target.kernel`); the
-    layout must be one :func:`population_layout` accepts."""
+    (broadcastable to (1, *S)) makes the target h(z) = g(s z) / s; ``shift`` is subtracted from
+    the first input's current, which is then divided by ``divisor``, and ``out_scale``
+    multiplies the spikes (all per neuron, rounding exactly as torch's subtraction, division and
+    multiplication). Returns the spikes (T, B, *S) and how many there were. ``layout`` is
+    :func:`population_layout`'s answer when the caller has it already; ``kernel`` names the
+    target (:attr:`~signgd_lab.dynamics.Target.kernel`)."""
     layout = layout or population_layout(kernel, x_hat, v, offsets, scale)
     if layout is None:
         raise ValueError(f"no population kernel {kernel!r} for inputs "
@@ -309,29 +323,35 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     else:  # distinct dummies: arrays that alias the first arm's would stop vectorisation
         c2, o2, x2 = np.zeros((1, 1, 1), dtype=c1.dtype), np.zeros(1, dtype=c1.dtype), \
             np.zeros((1, 1), dtype=c1.dtype)
+
     def per_neuron_vector(t: torch.Tensor | None) -> "np.ndarray":
         if t is None:  # a distinct dummy (see above)
             return np.ones(1, dtype=c1.dtype)
         return vector(torch.broadcast_to(t.to(dt), (1, *v.shape[1:])))
 
     spikes = torch.empty(steps, *v.shape, dtype=dt)
+    counts = np.zeros(batch, dtype=np.int64)
     compiled = _population_kernel(_CODES[kernel], len(currents), layout == "row",
-                                  scale is not None, divisor is not None, out_scale is not None)
+                                  scale is not None, shift is not None, divisor is not None,
+                                  out_scale is not None)
     compiled(np.array(_constants(param), dtype=c1.dtype), bool(tie), c1, o1, c2, o2,
              x_hat[0].reshape(batch, -1).numpy(), x2, v.reshape(batch, -1).numpy(),
-             per_neuron_vector(scale), per_neuron_vector(divisor), per_neuron_vector(out_scale),
-             etas.to(dt).contiguous().numpy(), spikes.reshape(steps, batch, -1).numpy())
-    return spikes
+             per_neuron_vector(scale), per_neuron_vector(shift), per_neuron_vector(divisor),
+             per_neuron_vector(out_scale), etas.to(dt).contiguous().numpy(),
+             spikes.reshape(steps, batch, -1).numpy(), counts)
+    return spikes, int(counts.sum())
 
 
 if njit is not None:
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def _max_chain(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas,
-               out):  # pragma: no cover - compiled
+    def _max_chain(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, scaled, pre,
+                   post, etas, out, counts):  # pragma: no cover - compiled
         # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
         # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
-        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the spikes of neuron m - 1 (m = 0:
-        # window 0) and window m + 1; out (T, B, S) gets the last neuron's spikes
+        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the output of neuron m - 1 (m = 0:
+        # window 0) and window m + 1, both divided by pre[m] when scaled, and outputs its spikes
+        # times post[m] (scaled) or its spikes; out (T, B, S) gets the last neuron's output and
+        # counts[m, b] gains neuron m's spikes of sample b
         two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
         n = x1.shape[0]
         steps, batch, size = out.shape
@@ -339,7 +359,8 @@ if njit is not None:
         s1, s2, s3 = strides[0], strides[1], strides[2]
         for bi in prange(batch):
             windows = np.empty((n + 1, size), dtype=x1.dtype)  # this sample's windows
-            prev = np.empty(size, dtype=x1.dtype)  # spikes of the previous neuron
+            prev = np.empty(size, dtype=x1.dtype)  # output of the previous neuron
+            fired = np.zeros(n, dtype=np.int64)
             for k in range(steps):
                 e = etas[k]
                 base = (k * batch + bi) * sample
@@ -354,17 +375,35 @@ if njit is not None:
                 for j in range(size):
                     prev[j] = windows[0, j]
                 for m in range(n):  # one long loop per neuron: vectorises
-                    for j in range(size):
-                        a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
-                        x1[m, bi, j] = a
-                        b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
-                        x2[m, bi, j] = b
-                        x = v[m, bi, j]
-                        f = _fires(_MAX, False, x, a, b, one, tie, c)
-                        v[m, bi, j] = x - e if f else x + e
-                        prev[j] = one if f else zero
+                    count = 0
+                    if scaled:
+                        for j in range(size):
+                            a = _charged(x1[m, bi, j], e, two, prev[j] / pre[m, j], off1[m, j])
+                            x1[m, bi, j] = a
+                            b = _charged(x2[m, bi, j], e, two, windows[m + 1, j] / pre[m, j],
+                                         off2[m, j])
+                            x2[m, bi, j] = b
+                            x = v[m, bi, j]
+                            f = _fires(_MAX, False, x, a, b, one, tie, c)
+                            v[m, bi, j] = x - e if f else x + e
+                            prev[j] = post[m, j] if f else zero * post[m, j]
+                            count += 1 if f else 0
+                    else:
+                        for j in range(size):
+                            a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
+                            x1[m, bi, j] = a
+                            b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
+                            x2[m, bi, j] = b
+                            x = v[m, bi, j]
+                            f = _fires(_MAX, False, x, a, b, one, tie, c)
+                            v[m, bi, j] = x - e if f else x + e
+                            prev[j] = one if f else zero
+                            count += 1 if f else 0
+                    fired[m] += count
                 for j in range(size):
                     out[k, bi, j] = prev[j]
+            for m in range(n):
+                counts[m, bi] += fired[m]
 
 
 def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
@@ -389,21 +428,29 @@ def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
 
 def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[int], list[int]],
                     offsets: tuple[torch.Tensor, torch.Tensor], x1: torch.Tensor,
-                    x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
+                    x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor,
+                    scales: tuple[torch.Tensor, torch.Tensor] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """A chain of n max neurons over windows of ``y`` (T*B, ...) for a block of T steps, in one
-    pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxChainOp`): ``layout`` from
-    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm.
-    Returns the last neuron's spikes (T, B, S); every number equals the neuron-by-neuron path."""
+    pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxPoolChain`): ``layout`` from
+    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm;
+    ``scales`` (input divisors, output scales), each (n, S), when the neurons are rescaled.
+    Returns the last neuron's output (T, B, S) and the spikes per neuron and sample (n, B);
+    every number equals the neuron-by-neuron path."""
     steps, (n, batch, size) = etas.shape[0], v.shape
     starts, dims, strides = layout
     out = torch.empty(steps, batch, size, dtype=v.dtype)
+    counts = np.zeros((n, batch), dtype=np.int64)
     index = np.int64
+    dummy = np.ones((1, 1), dtype=x1.numpy().dtype)
+    pre, post = (dummy, dummy) if scales is None else (s.numpy() for s in scales)
     _max_chain(np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
-                        y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
-                        np.array(dims, dtype=index), np.array(strides, dtype=index),
-                        offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(),
-                        v.numpy(), etas.to(v.dtype).contiguous().numpy(), out.numpy())
-    return out
+               y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
+               np.array(dims, dtype=index), np.array(strides, dtype=index),
+               offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(),
+               v.numpy(), scales is not None, pre, post, etas.to(v.dtype).contiguous().numpy(),
+               out.numpy(), counts)
+    return out, torch.from_numpy(counts)
 
 
 def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
@@ -454,29 +501,6 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
     return counts.reshape(steps, *lead, n, m)
 
 
-def _cuda_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    fire = v >= g if tie else v > g
-    s = fire.to(v.dtype)
-    return v - eta * (2.0 * s - 1.0), s
-
-
-_compiled_step = None
-
-
-def fused_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One membrane step as a single compiled kernel (torch.compile; meant for CUDA). Falls back
-    to plain torch ops if compilation is unavailable."""
-    global _compiled_step
-    if _compiled_step is None:
-        try:
-            _compiled_step = torch.compile(_cuda_step, dynamic=True)
-        except Exception:  # pragma: no cover - no compiler backend
-            _compiled_step = _cuda_step
-    return _compiled_step(v, g, eta, tie)
-
-
-__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "fused_step",
-           "max_chain_steps", "per_neuron", "population_layout", "population_steps",
-           "product_steps", "sign_steps", "usable", "window_layout"]
+__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "max_chain_steps",
+           "per_neuron", "population_layout", "population_steps", "product_steps", "sign_steps",
+           "usable", "window_layout"]

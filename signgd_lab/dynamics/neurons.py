@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from . import kernels
+from .compiled_step import fused_step, membrane_step
 from .targets import Target
 
 Observer = Callable[[int, tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor], None]
@@ -25,11 +26,13 @@ class Drive:
 
     current: torch.Tensor
     offset: torch.Tensor
-    divisor: torch.Tensor | None = None  # I = current / divisor (a folded x / m rescaling)
+    divisor: torch.Tensor | None = None  # I = (current - shift) / divisor: a neuron module's
+    shift: torch.Tensor | None = None  # input rescaling, done inside the kernel where one runs
 
     def input(self) -> torch.Tensor:
         """The input current I, (T, B, *S)."""
-        return self.current if self.divisor is None else self.current / self.divisor
+        current = self.current if self.shift is None else torch.sub(self.current, self.shift)
+        return current if self.divisor is None else torch.div(current, self.divisor)
 
     def tensor(self) -> torch.Tensor:
         """2 I - offset, (T, B, *S)."""
@@ -39,11 +42,13 @@ class Drive:
 @dataclass
 class NeuronState:
     """State of a population of neurons: input estimate(s) ``x_hat`` and output estimate ``v``;
-    ``t`` counts the steps taken so far (the next step is t + 1)."""
+    ``t`` counts the steps taken so far (the next step is t + 1) and ``fired`` the spikes the
+    whole population (every sample) has emitted so far."""
 
     x_hat: tuple[torch.Tensor, ...]
     v: torch.Tensor
     t: int = 0
+    fired: float | torch.Tensor = 0.0
 
 
 class SignGDNeuron:
@@ -86,11 +91,12 @@ class SignGDNeuron:
         target = self.target
         layout = None if observer is not None else _kernel_layout(target, drives, state, out_scale)
         if layout is not None:
-            spikes = kernels.population_steps(
+            spikes, fired = kernels.population_steps(
                 target.kernel, target.param, target.tie_fires, tuple(d.current for d in drives),
                 tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
-                drives[0].divisor, out_scale, layout)
+                drives[0].shift, drives[0].divisor, out_scale, layout)
             state.t += steps
+            state.fired += fired
             return spikes
         v = state.v
         seqs = [_estimates(x, d, etas) for x, d in zip(state.x_hat, drives)]  # (T, *S_i) / None
@@ -101,7 +107,7 @@ class SignGDNeuron:
                 v = v.contiguous()
                 spikes = kernels.sign_steps(v, g, etas, target.tie_fires)
             else:
-                step = kernels.fused_step if v.is_cuda else _plain_step
+                step = fused_step if v.is_cuda else membrane_step
                 out = []
                 for k in range(steps):
                     v, s = step(v, g[k], etas[k], target.tie_fires)
@@ -120,6 +126,7 @@ class SignGDNeuron:
         state.x_hat = tuple(x if seq is None else seq[-1] for x, seq in zip(state.x_hat, seqs))
         state.v = v
         state.t += steps
+        state.fired += spikes.sum(dtype=torch.float64)
         return spikes if out_scale is None else spikes * out_scale
 
 
@@ -130,8 +137,8 @@ def _kernel_layout(target: Target, drives: tuple, state: NeuronState,
     when a kernel runs (it updates the state in place)."""
     if not all(isinstance(d, Drive) for d in drives) or len(drives) != len(state.x_hat):
         return None
-    if any(d.divisor is not None for d in drives[1:]) or not kernels.per_neuron(
-            state.v, drives[0].divisor, out_scale):
+    if any(d.divisor is not None or d.shift is not None for d in drives[1:]) or \
+            not kernels.per_neuron(state.v, drives[0].shift, drives[0].divisor, out_scale):
         return None
     if not kernels.usable(state.v, *state.x_hat, *(d.current for d in drives)):
         return None
@@ -141,12 +148,6 @@ def _kernel_layout(target: Target, drives: tuple, state: NeuronState,
         state.x_hat = tuple(x.contiguous() for x in state.x_hat)
         state.v = state.v.contiguous()
     return layout
-
-
-def _plain_step(v: torch.Tensor, g: torch.Tensor, eta: torch.Tensor, tie: bool
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    s = (v >= g if tie else v > g).to(v.dtype)
-    return v - eta * (2.0 * s - 1.0), s
 
 
 def _estimates(x_hat: torch.Tensor, drive: torch.Tensor | Drive | None, etas: torch.Tensor
@@ -189,7 +190,9 @@ class ProductSumNeurons:
         state.x_hat = (seq_a[-1], seq_b[-1])
         if observer is None and kernels.usable(v, seq_a, seq_b) and v.is_contiguous():
             state.t += etas.shape[0]
-            return kernels.product_steps(v, seq_a, seq_b, etas, self.target.tie_fires)
+            counts = kernels.product_steps(v, seq_a, seq_b, etas, self.target.tie_fires)
+            state.fired += counts.sum(dtype=torch.float64)
+            return counts
         n_rows, k_dim, m_dim = v.shape[-3:]
         per_row = max(1, v[..., :1, :, :].numel())
         rows = n_rows if observer is not None else max(1, min(n_rows, self.chunk_elements // per_row))
@@ -207,6 +210,7 @@ class ProductSumNeurons:
             state.t += 1
             if observer is not None:
                 observer(state.t, (a.unsqueeze(-1), b.unsqueeze(-3)), v, fire_full.to(v.dtype))
+        state.fired += counts.sum(dtype=torch.float64)
         return counts
 
 
@@ -244,4 +248,6 @@ class IFNeuron:
                 observer(state.t, (x_hat,), v, s)
             out.append(s)
         state.x_hat, state.v = (x_hat,), v
-        return torch.stack(out)
+        spikes = torch.stack(out)
+        state.fired += spikes.sum(dtype=torch.float64)
+        return spikes

@@ -20,10 +20,20 @@ from ..affine import affine_violation
 from ..errors import ConversionError
 from ..graph_utils import batch_dims, describe, dynamic_nodes, module_of, samples_alone_on_dim0
 from ..handlers import AffineOp, user_affine_op
-from ..neuron_ops import MatmulNeuronOp, NeuronOp
+from ..neuron_ops import MatmulNeuronOp, MaxPoolChain, NeuronOp
 from .calibration import base_name
 
 _NEURON_TYPES = (NeuronOp, MatmulNeuronOp)
+
+
+def _neurons_of(module: object) -> list[NeuronOp] | None:
+    """The neuron modules a graph module holds: itself (a neuron), a max-pool chain's neurons
+    (its windows are fixed strided slices), or None for any other module."""
+    if type(module) in _NEURON_TYPES:
+        return [module]
+    if type(module) is MaxPoolChain and all(type(m) is NeuronOp for m in module.chain):
+        return list(module.chain)
+    return None
 _TOLERANCE = 1e-4
 
 
@@ -169,9 +179,9 @@ def audit(gm: fx.GraphModule, samples: torch.Tensor,
     for node in gm.graph.nodes:
         if node not in dynamic or node.op in ("placeholder", "output"):
             continue
-        mod = module_of(gm, node)
-        if type(mod) in _NEURON_TYPES:
-            name = base_name(mod.target.name)
+        neurons = _neurons_of(module_of(gm, node))
+        if neurons:
+            mod = neurons[0]
             merged = [a.name for a in node.all_input_nodes
                       if a in dynamic and not samples_alone_on_dim0(a)]
             if merged:
@@ -180,10 +190,13 @@ def audit(gm: fx.GraphModule, samples: torch.Tensor,
                     "row per sample on dim 0 (the batch is merged with another dim, e.g. "
                     "attention windows); the spiking runtime keeps one neuron state per sample "
                     "row, so reshape the batch back to dim 0 around the nonlinearity")
-            if neuron_targets is not None and name not in neuron_targets:
-                problems.append(f"{describe(gm, node)} ({mod.source}): a '{name}' neuron, but "
-                                f"these dynamics only run {', '.join(sorted(neuron_targets))}; use "
-                                "dynamics='paper' or 'extended'")
+            names = sorted({base_name(m.target.name) for m in neurons})
+            for name in names:
+                if neuron_targets is not None and name not in neuron_targets:
+                    problems.append(f"{describe(gm, node)} ({mod.source}): a '{name}' neuron, "
+                                    f"but these dynamics only run "
+                                    f"{', '.join(sorted(neuron_targets))}; use "
+                                    "dynamics='paper' or 'extended'")
             continue
         why = affine_violation(gm, node, dynamic, batch)
         if why is None:

@@ -13,9 +13,12 @@ div, rsqrt_div         x1 / k -> g -> * k               (k: max |output|)
 exp                    x - c -> exp -> * e^c            (c: max x)
 mul                    a / sa, b / sb -> mul -> * sa sb
 matmul                 a / sa[n], b / sb[m] -> @ -> * sa[n] sb[m]  (row / column maxima)
-gelu, silu, log, ...   x / s -> h(z) = g(s z) / s -> * s   (s: max |x|; the neuron's target
-                       becomes h, see :meth:`NeuronOp.set_input_scale`)
+gelu, silu, log, ...   x / s -> h(z) = g(s z) / s -> * s   (s: max |x|; the neurons run h)
 =====================  ==========================================================
+
+The rescaling is owned by each neuron module (:meth:`NeuronOp.set_scaling`), which divides its
+inputs and multiplies its output exactly as the table says: the graph keeps its shape, and the
+neuron kernels do the divisions and the multiplication where they run.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import copy
 import torch
 from torch import fx
 
-from ..graph_utils import finish, unique_attr
+from ..graph_utils import finish
 from ..neuron_ops import MatmulNeuronOp, NeuronOp
 from ..recipes import Recipe
 from .calibration import base_name
@@ -72,36 +75,19 @@ def _plan(module: NeuronOp, s: dict[str, torch.Tensor], floor: float):
 
 def scale_activations(gm: fx.GraphModule, stats: dict[str, dict[str, torch.Tensor]],
                       recipe: Recipe) -> fx.GraphModule:
-    """Return a copy of ``gm`` where every neuron with calibration ``stats`` is rescaled as in
-    the module docstring (the ANN's output is unchanged)."""
+    """Return a copy of ``gm`` where every neuron module with calibration ``stats`` (keyed by
+    module path) is rescaled as in the module docstring (the ANN's output is unchanged)."""
     gm = copy.deepcopy(gm)
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or node.target not in stats:
+    for name, module in gm.named_modules():
+        if not isinstance(module, NeuronOp) or name not in stats:
             continue
-        module = gm.get_submodule(node.target)
-        plan = _plan(module, stats[node.target], recipe.calibration_floor)
+        plan = _plan(module, stats[name], recipe.calibration_floor)
         if plan is None:
             continue
         transforms, multiplier = plan
-        if base_name(module.target.name) in _RESHAPED:
-            module.set_input_scale(transforms[0][1])
-        new_args = list(node.args)
-        for i, transform in enumerate(transforms):
-            if transform is None:
-                continue
-            op, value = transform
-            attr = unique_attr(gm, f"{node.target}_{'scale' if op == 'div' else 'shift'}{i}")
-            gm.register_buffer(attr, value.clone())
-            with gm.graph.inserting_before(node):
-                const = gm.graph.get_attr(attr)
-                fn = torch.div if op == "div" else torch.sub
-                new_args[i] = gm.graph.call_function(fn, (node.args[i], const))
-        node.args = tuple(new_args)
-        attr = unique_attr(gm, f"{node.target}_out_scale")
-        gm.register_buffer(attr, multiplier.clone())
-        with gm.graph.inserting_after(node):
-            const = gm.graph.get_attr(attr)
-        with gm.graph.inserting_after(const):
-            out = gm.graph.call_function(torch.mul, (node, const))
-        node.replace_all_uses_with(out, delete_user_cb=lambda user: user is not out)
+        divisors = [t[1] if t is not None and t[0] == "div" else None for t in transforms]
+        shift = transforms[0][1] if transforms[0] is not None and transforms[0][0] == "sub" \
+            else None
+        reshaped = base_name(module.target.name) in _RESHAPED
+        module.set_scaling(divisors, shift, multiplier, divisors[0] if reshaped else None)
     return finish(gm)

@@ -1,0 +1,174 @@
+"""The runtime: what stands behind the neuron modules while a converted network runs.
+
+Two kinds of pass go through it: the forced passes of the correction (every neuron emits 1, then
+0: docs/theory.md, section 3), which record what each population receives, and the simulation
+blocks, in which each module advances its population (:meth:`NeuronOp.simulate`) and each
+max-pool chain runs in one kernel where it can. Between blocks, probes read the populations'
+state through :meth:`Runtime.state` and :meth:`Runtime.decoded`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..dynamics import kernels
+from ..dynamics.neurons import NeuronState, Observer
+from .neuron_ops import MaxPoolChain, NeuronOp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .network import SpikingNetwork
+
+
+@dataclass
+class Correction:
+    """Per-population offsets and biases from the all-ones / all-zeros passes (docs/theory.md,
+    section 3), keyed like ``SpikingNetwork.neurons``, and the output's."""
+
+    offsets: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    biases: dict[str, tuple[torch.Tensor, ...]] = field(default_factory=dict)
+    out_offset: torch.Tensor | None = None
+    out_bias: torch.Tensor | None = None
+    largest: int = 1  # most elements any one population reads/writes per sample-step
+    total: int = 1  # elements all populations together read/write per sample-step
+    state: int = 0  # elements of neuron state (input estimates and membranes) per sample
+
+
+@dataclass
+class _FusedChain:
+    """State of a max-pool chain run by the chain kernel: the n neurons' states stacked
+    (x1, x2, v: (n, B, S)), their offsets (n, S) and rescaling (n, S) or None."""
+
+    state: NeuronState
+    offsets: tuple[torch.Tensor, torch.Tensor]
+    scales: tuple[torch.Tensor, torch.Tensor] | None
+    window: torch.Size  # one window of one sample
+
+
+class Runtime:
+    """Attached to every neuron module of a network for one pass or one run.
+
+    ``force`` set: a correction pass (each population records its rescaled inputs and emits
+    ``force``). Otherwise a simulation: ``etas`` is the current block's step sizes and
+    ``observers`` maps population names to per-step observers (those populations run their
+    step-by-step path; every other one its fused kernel where one applies).
+    """
+
+    def __init__(self, net: "SpikingNetwork", correction: Correction | None = None,
+                 force: float | None = None, observers: dict[str, Observer] | None = None
+                 ) -> None:
+        self.net = net
+        self.correction = correction
+        self.force = force
+        self.observers = observers or {}
+        self.recorded: dict[str, tuple[torch.Tensor, ...]] = {}
+        self.states: dict[str, NeuronState] = {}
+        self.etas: torch.Tensor | None = None
+        self._chains: dict[str, _FusedChain | None] = {}  # chain name -> fused state / None
+        self._views: dict[str, tuple[str, int]] = {}  # chain neuron -> (chain name, index)
+
+    def attach(self) -> None:
+        """Stand behind every neuron module and max-pool chain of the network."""
+        for module in self.net.graph_module.modules():
+            if isinstance(module, (NeuronOp, MaxPoolChain)):
+                module.runtime = self
+
+    def detach(self) -> None:
+        """Leave the modules to compute their exact values again."""
+        for module in self.net.graph_module.modules():
+            if isinstance(module, (NeuronOp, MaxPoolChain)):
+                module.runtime = None
+
+    # ------------------------------------------------------------------ module calls
+    def __call__(self, module: NeuronOp, *currents: torch.Tensor) -> torch.Tensor:
+        name = self.net.neuron_names[id(module)]
+        if self.force is not None:
+            inputs = module.prepare(*currents)
+            self.recorded[name] = tuple(c.detach() for c in inputs)
+            return module.forced(self.force, inputs)
+        steps = self.etas.shape[0]
+        cur = tuple(c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents)
+        state = self.states.get(name)
+        if state is None:
+            state = module.initial_state(self.correction.biases[name], cur[0].shape[1])
+            self.states[name] = state
+        out = module.simulate(self.net.dynamics, state, cur, self.correction.offsets[name],
+                              self.etas, self.observers.get(name))  # (c, B, ...)
+        return out.reshape(-1, *out.shape[2:])  # (c * B, ...)
+
+    def max_chain(self, chain: MaxPoolChain, y: torch.Tensor) -> torch.Tensor:
+        """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that reads
+        the windows in place (CPU kernels, no per-step observer on its neurons), else neuron by
+        neuron; the same numbers either way."""
+        name = self.net.chain_names[id(chain)]
+        if self.force is not None or not kernels.usable(y):
+            return chain.unfused(y)
+        y = y.contiguous()
+        windows = [y[chain.window_index(i)] for i in range(chain.kernel)]
+        layout = kernels.window_layout(y, windows)
+        steps = self.etas.shape[0]
+        batch = y.shape[0] // steps
+        if name not in self._chains:
+            self._chains[name] = None if layout is None else self._fuse(name, chain, windows[0],
+                                                                        batch)
+        fused = self._chains[name]
+        if fused is None:
+            return chain.unfused(y)
+        state = fused.state
+        tie = self.net.dynamics.apply_tie_rule(chain.chain[0].simulated_target()).tie_fires
+        out, counts = kernels.max_chain_steps(tie, y, layout, fused.offsets, *state.x_hat,
+                                              state.v, self.etas, fused.scales)  # (c, B, S)
+        state.t += steps
+        state.fired = state.fired + counts.sum(1).to(torch.float64)
+        return out.reshape(steps * batch, *fused.window)
+
+    def _fuse(self, name: str, chain: MaxPoolChain, window: torch.Tensor, batch: int
+              ) -> _FusedChain | None:
+        """The stacked state of a chain the kernel can run (None: it runs neuron by neuron)."""
+        names = [f"{name}.chain.{i}" for i in range(len(chain.chain))]
+        if any(n in self.observers for n in names):
+            return None
+        neurons = list(chain.chain)
+        shape = window.shape[1:]
+        scaled = [m.in_scale0 is not None for m in neurons]
+        if any(m.in_shift0 is not None or m.shape_scale is not None for m in neurons) or \
+                any(scaled) and not all(s and m.in_scale1 is not None and m.out_scale is not None
+                                        and torch.equal(m.in_scale0, m.in_scale1)
+                                        for s, m in zip(scaled, neurons)):
+            return None
+        corr = self.correction
+
+        def stack(parts: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
+            return torch.stack([torch.broadcast_to(p, (*lead, *shape)).reshape(*lead, -1)
+                                for p in parts]).to(window.dtype)
+
+        state = NeuronState(tuple(stack([corr.biases[n][i][0] for n in names], (batch,))
+                                  .contiguous() for i in (0, 1)),
+                            torch.zeros(len(names), batch, shape.numel(), dtype=window.dtype),
+                            fired=torch.zeros(len(names), dtype=torch.float64))
+        offsets = tuple(stack([corr.offsets[n][i][0] for n in names], ()).contiguous()
+                        for i in (0, 1))
+        scales = None
+        if all(scaled):
+            scales = (stack([m.in_scale0 for m in neurons], ()).contiguous(),
+                      stack([m.out_scale for m in neurons], ()).contiguous())
+        for i, n in enumerate(names):
+            self._views[n] = (name, i)
+        return _FusedChain(state, offsets, scales, shape)
+
+    # ------------------------------------------------------------------ what probes read
+    def state(self, name: str) -> NeuronState:
+        """The current state of population ``name`` (a view into its chain's stacked state for
+        the neurons of a max-pool chain run by the chain kernel)."""
+        if name in self._views:
+            chain, i = self._views[name]
+            stacked = self._chains[chain]
+            s, lead = stacked.state, (stacked.state.v.shape[1], *stacked.window)
+            return NeuronState(tuple(x[i].view(lead) for x in s.x_hat), s.v[i].view(lead), s.t,
+                               s.fired[i])
+        return self.states[name]
+
+    def decoded(self, name: str) -> torch.Tensor:
+        """Population ``name``'s output estimate in the graph's units."""
+        return self.net.neurons[name].decode(self.state(name))
