@@ -18,7 +18,7 @@ from torch import nn
 
 from .conversion.errors import ConversionError
 from .conversion.network import SpikingNetwork
-from .conversion.neuron_ops import MatmulNeuronOp, NeuronOp
+from .conversion.neuron_ops import POPULATION_MODULES, NeuronOp
 from .conversion.probe import Probe, RunState
 from .conversion.timestamps import check_timestamps
 
@@ -278,6 +278,8 @@ class SpikeCounter(Probe):
     ``checkpoints``: step counts at which to keep a copy of the running totals in
     ``snapshots[t] = (spikes, sops, dense_macs)`` (each ends a block)."""
 
+    counts_spikes = True
+
     def __init__(self, checkpoints: Sequence[int] = ()) -> None:
         self.spikes: dict[str, float] = {}
         self.population: dict[str, int] = {}
@@ -286,15 +288,13 @@ class SpikeCounter(Probe):
         self.checkpoints = set(checkpoints)
         self.snapshots: dict[int, tuple[dict[str, float], float, float]] = {}
         self._synapse_ops = 0.0
-        self._names: list[str] = []
-        self._products: list[str] = []
+        self._neurons: dict[str, NeuronOp] = {}
         self._hooks: list = []
 
     def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
         self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
         self.snapshots, self._synapse_ops = {}, 0.0
-        self._names = list(network.neurons)
-        self._products = [n for n, m in network.neurons.items() if isinstance(m, MatmulNeuronOp)]
+        self._neurons = network.neurons
         self._dense = _encoder_fed_layers(network)
         for module in network.graph_module.modules():
             if isinstance(module, _AFFINE_LAYERS):
@@ -309,12 +309,12 @@ class SpikeCounter(Probe):
         self._hooks = []
 
     def after_block(self, steps_done: int, run: RunState) -> None:
-        for name in self._names:
+        for name in self._neurons:
             state = run.state(name)
             self.spikes[name] = float(state.fired)
             self.population[name] = state.v[0].numel()
-        # each product spike is one accumulate into the sum over K
-        self.sops = self._synapse_ops + sum(self.spikes[n] for n in self._products)
+        self.sops = self._synapse_ops + sum(m.inner_accumulates(self.spikes[n])
+                                            for n, m in self._neurons.items())
         if steps_done in self.checkpoints:
             self.snapshots[steps_done] = (dict(self.spikes), self.sops, self.dense_macs)
 
@@ -340,7 +340,8 @@ def _encoder_fed_layers(snn: SpikingNetwork) -> set[nn.Module]:
         if node.op == "placeholder":
             fed.add(node)
             continue
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), NeuronOp):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target),
+                                                   POPULATION_MODULES):
             continue
         if any(a in fed for a in node.all_input_nodes):
             fed.add(node)
@@ -367,9 +368,9 @@ def ann_macs(snn: SpikingNetwork, x: torch.Tensor) -> float:
         if isinstance(module, _AFFINE_LAYERS):
             hooks.append(module.register_forward_hook(
                 lambda m, i, o: total.__setitem__(0, total[0] + _macs(m, o))))
-        elif isinstance(module, MatmulNeuronOp):
+        elif isinstance(module, NeuronOp):
             hooks.append(module.register_forward_hook(
-                lambda m, i, o: total.__setitem__(0, total[0] + i[0].numel() * i[1].shape[-1])))
+                lambda m, i, o: total.__setitem__(0, total[0] + m.ann_macs(i))))
     try:
         snn.ann(x.to(snn.dtype))
     finally:

@@ -1,6 +1,7 @@
 """Bad and hostile input, faults and reproducibility, end to end."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import signgd_lab as sl
-from signgd_lab.conversion import ConversionError, network
+from signgd_lab.conversion import ConversionError, memory
 
 from notebook_runner import run_notebook
 
@@ -34,13 +35,13 @@ def test_memory_guard_refuses_with_the_estimate(monkeypatch):
     assert needed > 0
     # state: x_hat and v of 12 ReLU neurons per sample
     assert snn.estimate_memory((6,), 64, 16) == 2 * needed
-    monkeypatch.setattr(network, "_available_memory", lambda device: needed // 2)
+    monkeypatch.setattr(memory, "available_memory", lambda device: needed // 2)
     with pytest.raises(ConversionError, match=r"needs about .* GiB .*allow_large=True"):
         snn(x, [16], block_steps=16)
     assert snn(x, [16], block_steps=16, allow_large=True).shape == (1, 32, 3)
     # the same run in batch chunks fits, and gives the same outputs
     chunked = snn(x, [16], block_steps=16, batch_chunk=8)
-    monkeypatch.setattr(network, "_available_memory", lambda device: None)
+    monkeypatch.setattr(memory, "available_memory", lambda device: None)
     assert torch.equal(chunked, snn(x, [16], block_steps=16))
     with pytest.raises(ConversionError, match="batch_chunk must be a positive integer"):
         snn(x, [16], batch_chunk=0)
@@ -83,9 +84,28 @@ def test_same_inputs_same_outputs_bit_for_bit(zoo_cache):
 
 def test_zoo_training_is_seeded(tmp_path, monkeypatch):
     monkeypatch.setenv("SIGNGD_LAB_CACHE", str(tmp_path))
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
     first = sl.zoo.load("digits_mlp", retrain=True)[0].state_dict()
+    assert torch.equal(torch.rand(4), expected)  # training left the caller's random state alone
     second = sl.zoo.load("digits_mlp", retrain=True)[0].state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("load", [
+    lambda: sl.zoo.load("digits_mlp"),
+    lambda: sl.zoo.load_model("digits_mlp", seed=7),
+    lambda: sl.zoo.load_model("torch.nn:Identity", seed=7),
+    lambda: sl.zoo.resolve_model("resnet18", samples=2, calibration_samples=2, seed=7),
+], ids=["zoo.load", "load_model(zoo)", "load_model(factory)", "resolve_model(timm)"])
+def test_loading_a_model_leaves_the_callers_random_state_alone(zoo_cache, load):
+    zoo_cache("digits_mlp")  # trained (and cached) before, so load() reads the cache
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    load()
+    assert torch.equal(torch.rand(4), expected)
 
 
 @pytest.mark.notebook
@@ -106,12 +126,25 @@ def test_report_numbers_are_reproducible(tmp_path):
 def test_neuron_api_never_fails_obscurely(target, shape, dtype, T, pair):
     x = torch.randn(tuple(shape)).to(dtype) if dtype != torch.int64 else torch.randint(-3, 3, tuple(shape))
     inputs = (x, x.abs() + 0.5) if pair else x
-    try:
-        tr = sl.simulate_neuron(target, inputs, T)
-    except (ValueError, TypeError) as err:
-        assert str(err)
+    refusal = _expected_refusal(target, T, 2 if pair else 1)
+    if refusal is not None:  # only this named refusal passes; any other exception fails
+        with pytest.raises(ValueError, match=re.escape(refusal)):
+            sl.simulate_neuron(target, inputs, T)
         return
+    tr = sl.simulate_neuron(target, inputs, T)  # valid arguments: it must run
     assert tr.v.shape == (T, *shape) and torch.isfinite(tr.v).all()
+
+
+def _expected_refusal(target: str, T: int, given: int) -> str | None:
+    """How simulate_neuron must refuse these arguments, naming what is wrong (None: it runs)."""
+    if T < 1:
+        return f"T must be a positive integer number of time-steps, got {T!r}"
+    if target not in sl.list_targets():
+        return f"unknown target {target!r}"
+    arity = sl.get_target(target).arity
+    if arity != given:
+        return f"target {target!r} takes {arity} input(s) but {given} were given"
+    return None
 
 
 class RandomNet(nn.Module):

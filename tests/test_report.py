@@ -1,6 +1,8 @@
 """`signgd-lab report`: the rendered report, its numbers, the browser view, failures, CLI."""
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import re
 import shutil
@@ -154,16 +156,49 @@ def test_failing_notebook_keeps_the_previous_report(tmp_path, capsys):
     assert (out / "index.html").read_text() == "previous good report"
 
 
-def test_help_documents_every_flag():
-    parser = build_parser()
-    report_parser = parser._subparsers._group_actions[0].choices["report"]
-    text = report_parser.format_help()
-    for action in report_parser._actions:
-        for flag in action.option_strings:
-            assert flag in text
-        assert action.help, action.option_strings
-    for flag in ("--model", "--timestamps", "--seed", "--device", "--samples", "--config", "--list-models"):
-        assert flag in text
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    return build_parser()._subparsers._group_actions[0].choices[name]
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """The parser's own flags (derived from its actions, so a new flag is checked too)."""
+    return [a for a in parser._actions if a.option_strings and a.dest != "help"]
+
+
+@pytest.mark.parametrize("command", ["report", "evaluate"])
+def test_help_documents_every_flag(command, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # --help unwrapped: each description stays verbatim
+    parser = _subcommand(command)
+    text = parser.format_help()
+    flags = _flags(parser)
+    assert len(flags) >= 15
+    for action in flags:
+        assert isinstance(action.help, str) and action.help.strip() and \
+            action.help != argparse.SUPPRESS, f"{action.option_strings} has no help text"
+        shown = text.index(action.option_strings[0])  # listed in --help ...
+        assert text.find(action.help, shown) > shown, action.option_strings  # ... described
+
+
+def test_report_flags_are_config_keys_and_state_their_defaults():
+    """Every report flag that takes a value is a ReportConfig key named in --config's help, and
+    its help states ReportConfig's default for it (so flags, YAML keys and defaults agree)."""
+    parser = _subcommand("report")
+    config_help = next(a.help for a in parser._actions if a.dest == "config")
+    defaults = ReportConfig()
+    keys = [a for a in _flags(parser)
+            if a.nargs != 0 and a.dest not in ("out", "config", "param")]  # not run settings
+    assert len(keys) >= 10
+    for action in keys:
+        assert action.dest in {f.name for f in dataclasses.fields(ReportConfig)}, action.dest
+        assert re.search(rf"\b{action.dest}\b", config_help), action.dest
+        value = getattr(defaults, action.dest)
+        if isinstance(value, list):  # comma-separated; notebooks by number
+            stated = "|".join(re.escape(sep.join(str(v)[:n] for v in value))
+                              for sep, n in ((",", None), (", ", 2)))
+        else:
+            stated = re.escape(str(value))
+        assert re.search(rf"default:? (all: )?({stated})\b|\b({stated}) \(default\)",
+                         action.help), (action.dest, value, action.help)
 
 
 def test_list_params_shows_every_notebook_parameter_with_its_rules(capsys):

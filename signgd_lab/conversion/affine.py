@@ -18,6 +18,7 @@ from typing import Callable
 from torch import fx, nn
 
 from .graph_utils import call_arguments, module_of, op_name
+from .lazy_imports import resolve_loaded
 
 
 @dataclass
@@ -250,22 +251,15 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.
 
 
 def _timm_modules() -> tuple[type, ...]:
-    try:
-        from timm.layers import DropPath, LayerScale, LayerScale2d
-        from timm.models.mlp_mixer import Affine
-    except ImportError:
-        return ()
-    return (DropPath, LayerScale, LayerScale2d, Affine)
+    """timm's affine modules (empty while timm is not imported: then no model holds them)."""
+    return resolve_loaded(("timm.layers.DropPath", "timm.layers.LayerScale",
+                           "timm.layers.LayerScale2d", "timm.models.mlp_mixer.Affine"))
 
 
 def _timm_layout_functions() -> tuple[object, ...]:
     """timm functions that fx keeps whole (they read shapes as ints) and that only reshape and
     permute their tensor argument: swin's ``window_reverse`` (view, permute, view)."""
-    try:
-        from timm.models.swin_transformer import window_reverse
-    except ImportError:
-        return ()
-    return (window_reverse,)
+    return resolve_loaded(("timm.models.swin_transformer.window_reverse",))
 
 
 def _module_violation(gm: fx.GraphModule, node: fx.Node) -> str | None:

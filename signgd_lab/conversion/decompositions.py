@@ -1,7 +1,7 @@
 """Handlers that decompose composite ops (docs/theory.md, section 4, steps 3-5) into glue + neurons.
 
-* max-pooling -> pairwise max neurons over the row offsets of the padded input, then over the
-  column offsets of that result
+* max-pooling -> a chain of pairwise max neurons over the row offsets of the padded input, then
+  one over the column offsets of that result (each a :class:`MaxPoolChain` module)
 * LayerNorm   -> mean, u = x - mean, square neurons, var = mean, u / sqrt(var + eps) neurons, affine
 * attention   -> scale * (q @ k^T) product neurons (+ mask) -> softmax neurons -> (p @ v) neurons
 """
@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph_utils import Emitter, attr_tensor, module_of, node_shape
-from .handlers import (OpHandler, _arg, arg_of, matmul_neurons, neuron, register_handler,
-                       softmax_neurons)
+from ..dynamics.targets import get_target
+from .handlers import (OpHandler, _arg, arg_of, matmul_neurons, neuron, neuron_name,
+                       register_handler, softmax_neurons, source_of)
+from .neuron_ops import MaxPoolChain, NeuronOp
 from .recipes import Recipe
 
 
@@ -50,19 +52,21 @@ def _maxpool_check(gm: fx.GraphModule, node: fx.Node) -> str | None:
 def _max_over_offsets(emit: Emitter, node: fx.Node, recipe: Recipe, x: fx.Proxy, axis: str,
                       kernel: int, stride: int, size: int) -> fx.Proxy:
     """max over the ``kernel`` offsets of the rows (``axis="r"``, dim -2) or columns (``"c"``,
-    dim -1): a chain of pairwise neurons m_1 = max(w_0, w_1), m_i = max(m_{i-1}, w_i) over the
-    strided slices w_i = x[i : i + stride * (size - 1) + 1 : stride] along that dim."""
+    dim -1) of the strided slices w_i = x[i : i + stride * (size - 1) + 1 : stride]: one
+    :class:`MaxPoolChain` of pairwise max neurons m_1 = max(w_0, w_1), m_i = max(m_{i-1}, w_i)
+    (recipe ``max``), or m_i = m_{i-1} + relu(w_i - m_{i-1}) with ReLU neurons (recipe
+    ``relu``)."""
+    if recipe.maxpool_neuron == "max" and kernel > 1:
+        source = source_of(emit.gm, node)
+        neurons = [NeuronOp(get_target("max"), source, "max-pool") for _ in range(kernel - 1)]
+        chain = MaxPoolChain(neurons, -2 if axis == "r" else -1, kernel, stride, size)
+        return emit.module(neuron_name(node, "max", f"_{axis}"), chain, x)
     out = None
-    for i in range(kernel):
+    for i in range(kernel):  # max(a, b) = a + relu(b - a); one window when kernel == 1
         along = slice(i, i + stride * (size - 1) + 1, stride)
         window = x[..., along, :] if axis == "r" else x[..., along]
-        if out is None:
-            out = window
-        elif recipe.maxpool_neuron == "relu":  # max(a, b) = a + relu(b - a)
-            out = out + neuron(emit, node, "relu", window - out, role="max-pool",
-                               suffix=f"_{axis}{i}")
-        else:
-            out = neuron(emit, node, "max", out, window, role="max-pool", suffix=f"_{axis}{i}")
+        out = window if out is None else out + neuron(emit, node, "relu", window - out,
+                                                      role="max-pool", suffix=f"_{axis}{i}")
     return out
 
 
@@ -87,12 +91,12 @@ def _maxpool(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
 
 def _ln_params(gm: fx.GraphModule, node: fx.Node) -> tuple[tuple[int, ...], object, object, float, bool]:
     """(reduced dims, weight, bias, eps, channels_first) of a LayerNorm node."""
-    from .tracer import _timm_leaf_types
+    from .lazy_imports import loaded_object
 
     mod = module_of(gm, node)
     if mod is not None:
-        channels_first = any(t.__name__ == "LayerNorm2d" and isinstance(mod, t)
-                             for t in _timm_leaf_types())
+        layer_norm_2d = loaded_object("timm.layers.LayerNorm2d")  # None: timm not imported
+        channels_first = layer_norm_2d is not None and isinstance(mod, layer_norm_2d)
         dims = (1,) if channels_first else tuple(range(-len(mod.normalized_shape), 0))
         return dims, mod.weight, mod.bias, mod.eps, channels_first
     shape = _arg(node, 1, "normalized_shape")
@@ -257,10 +261,11 @@ def _mha(emit: Emitter, node: fx.Node, recipe: Recipe) -> None:
     return None
 
 
-def _timm_types(*names: str) -> tuple[type, ...]:
-    from .tracer import _timm_leaf_types
-
-    return tuple(t for t in _timm_leaf_types() if t.__name__ in names)
+def _timm_types(*names: str) -> tuple[str, ...]:
+    """Dotted names of public ``timm.layers`` classes for :attr:`OpHandler.modules`: they are
+    looked up when nodes are matched, and only once timm is imported (conversion never imports
+    timm; see :mod:`.lazy_imports`)."""
+    return tuple(f"timm.layers.{name}" for name in names)
 
 
 register_handler(OpHandler(

@@ -23,6 +23,7 @@ from torch import fx, nn
 from ..dynamics.targets import get_target
 from .affine import is_proven_affine
 from .graph_utils import Emitter, call_arguments, describe, module_of, node_shape
+from .lazy_imports import resolve_loaded
 from .neuron_ops import MatmulNeuronOp, NeuronOp
 from .recipes import Recipe
 
@@ -39,7 +40,10 @@ class OpHandler:
         name: registry key (``relu``, ``layer_norm``, ...).
         stage: one of :data:`STAGES`.
         modules / functions / methods: what it matches (module classes, exactly or subclasses
-            that keep the class's ``forward``; call_function targets; Tensor method names).
+            that keep the class's ``forward``; call_function targets; Tensor method names). A
+            module class of an optional package is given by its dotted name, e.g.
+            ``"timm.layers.GELU"``: it is looked up when nodes are matched, and only if the
+            package is already imported (:mod:`.lazy_imports`), so conversion never imports it.
         needs_dynamic: how many of the ``operands`` must depend on the input for the op to be
             nonlinear (0: always a match).
         operands: torch's names of the operands that ``needs_dynamic`` counts.
@@ -54,7 +58,7 @@ class OpHandler:
     stage: str
     rewrite: Rewrite
     summary: str
-    modules: tuple[type, ...] = ()
+    modules: tuple[type | str, ...] = ()
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     needs_dynamic: int = 0
@@ -82,7 +86,7 @@ class AffineOp:
     """
 
     name: str
-    modules: tuple[type, ...] = ()
+    modules: tuple[type | str, ...] = ()
     functions: tuple[Callable, ...] = ()
     methods: tuple[str, ...] = ()
     max_dynamic: int = 99
@@ -116,12 +120,14 @@ def _count_dynamic(gm: fx.GraphModule, node: fx.Node, names: tuple[str, ...],
     return sum(1 for v in values if isinstance(v, fx.Node) and v in dynamic)
 
 
-def module_matches(mod: nn.Module | None, classes: tuple[type, ...]) -> bool:
+def module_matches(mod: nn.Module | None, classes: tuple[type | str, ...]) -> bool:
     """``mod`` is one of ``classes`` exactly, or a subclass that keeps its ``forward`` (a
-    subclass that overrides ``forward`` may compute more, e.g. timm's BatchNormAct2d)."""
+    subclass that overrides ``forward`` may compute more, e.g. timm's BatchNormAct2d). Dotted
+    names in ``classes`` count only while their package is imported (:mod:`.lazy_imports`)."""
     if mod is None:
         return False
     kind = type(mod)
+    classes = resolve_loaded(classes)
     return any(kind is c or (issubclass(kind, c) and kind.forward is c.forward) for c in classes)
 
 
@@ -148,20 +154,24 @@ _AFFINE: dict[str, AffineOp] = {}
 
 
 def register_handler(handler: OpHandler, overwrite: bool = False) -> OpHandler:
-    """Add a handler to the registry (``overwrite=True`` to replace one of the same name)."""
+    """Add a handler to the registry (``overwrite=True`` to replace one of the same name;
+    without it a name already registered raises ValueError)."""
     if handler.stage not in STAGES:
         raise ValueError(f"unknown stage {handler.stage!r}; choose one of {STAGES}")
     if handler.name in _HANDLERS and not overwrite:
-        raise ValueError(f"handler {handler.name!r} exists; pass overwrite=True to replace it")
+        raise ValueError(f"handler {handler.name!r} already exists; pass overwrite=True to "
+                         "replace it")
     _HANDLERS[handler.name] = handler
     return handler
 
 
 def register_affine(op: AffineOp, overwrite: bool = False) -> AffineOp:
     """Declare an op affine glue (it passes through conversion unchanged, after the audit has
-    checked on calibration inputs that it is affine; see :class:`AffineOp`)."""
+    checked on calibration inputs that it is affine; see :class:`AffineOp`). Re-declaring a
+    name raises ValueError unless ``overwrite=True``, which replaces the earlier op."""
     if op.name in _AFFINE and not overwrite:
-        raise ValueError(f"affine op {op.name!r} exists; pass overwrite=True to replace it")
+        raise ValueError(f"affine op {op.name!r} already exists; pass overwrite=True to "
+                         "replace it")
     _AFFINE[op.name] = op
     return op
 
@@ -384,15 +394,8 @@ register_handler(OpHandler("leaky_relu", "neuron", _leaky, "leaky_relu neuron",
                            (nn.LeakyReLU,), (F.leaky_relu, F.leaky_relu_), ("leaky_relu",)))
 
 
-def _gelu_modules() -> tuple[type, ...]:
-    try:
-        from timm.layers.activations import GELU as TimmGELU
-    except ImportError:
-        return (nn.GELU,)
-    return (nn.GELU, TimmGELU)
-
-
-register_handler(OpHandler("gelu", "neuron", _gelu, "gelu neuron", _gelu_modules(), (F.gelu,), ()))
+register_handler(OpHandler("gelu", "neuron", _gelu, "gelu neuron", (nn.GELU, "timm.layers.GELU"),
+                           (F.gelu,), ()))
 register_handler(OpHandler("softmax", "neuron", _softmax, "exp neurons, sum, div neurons",
                            (nn.Softmax,), (F.softmax, torch.softmax), ("softmax",),
                            check=softmax_check))

@@ -245,7 +245,8 @@ class SpikingNetwork(nn.Module):
                 obs = probe.observer(name, module)
                 if obs is not None:
                     observers.setdefault(name, []).append(obs)
-        runtime = Runtime(self, corr, observers={n: _all_of(o) for n, o in observers.items()})
+        runtime = Runtime(self, corr, observers={n: _all_of(o) for n, o in observers.items()},
+                          count_spikes=any(probe.counts_spikes for probe in probes))
         stops = set(ts).union(*(probe.stops() for probe in probes))
         wanted = {t: i for i, t in enumerate(ts)}
         results: list[torch.Tensor | None] = [None] * len(ts)

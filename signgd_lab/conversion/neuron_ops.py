@@ -149,6 +149,15 @@ class NeuronOp(nn.Module):
         return dynamics.run(self.simulated_target(), state, tuple(drives), etas, observer,
                             self.out_scale)
 
+    def inner_accumulates(self, spikes: float) -> float:
+        """Synaptic operations that ``spikes`` of this population cost inside it (none: its
+        spikes go to the next layer, which counts them)."""
+        return 0.0
+
+    def ann_macs(self, inputs: Sequence[torch.Tensor]) -> float:
+        """Multiply-accumulates of the ANN op on these inputs (an elementwise op: none)."""
+        return 0.0
+
     def extra_repr(self) -> str:
         return f"target={self.target.name}, role={self.role}, source={self.source}"
 
@@ -185,6 +194,14 @@ class MatmulNeuronOp(NeuronOp):
                        for i, (c, o) in enumerate(zip(currents, offsets)))
         counts = ProductSumNeurons(self.target).run(state, drives, etas, observer)
         return self.scale_output(counts)
+
+    def inner_accumulates(self, spikes: float) -> float:
+        """Each product spike is one accumulate into the sum over K."""
+        return spikes
+
+    def ann_macs(self, inputs: Sequence[torch.Tensor]) -> float:
+        """N*K*M per matrix product."""
+        return float(inputs[0].numel() * inputs[1].shape[-1])
 
 
 class MaxPoolChain(nn.Module):

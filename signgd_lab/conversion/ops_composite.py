@@ -21,14 +21,6 @@ from .handlers import OpHandler, register_handler
 from .recipes import Recipe
 
 
-def _batchnorm_act_types() -> tuple[type, ...]:
-    try:
-        from timm.layers.norm_act import BatchNormAct2d
-    except ImportError:
-        return ()
-    return (BatchNormAct2d,)
-
-
 def _batchnorm_act(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     mod = module_of(emit.gm, node)
     bn = nn.BatchNorm2d(mod.num_features, mod.eps, mod.momentum, mod.affine,
@@ -67,7 +59,7 @@ def _maxpool_ceil(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
 def _register() -> None:
     register_handler(OpHandler("batchnorm_act", "prepare", _batchnorm_act,
                                "BatchNorm2d, dropout, then the activation's neurons",
-                               modules=_batchnorm_act_types()))
+                               modules=("timm.layers.BatchNormAct2d",)))
     register_handler(OpHandler("max_pool2d_ceil", "prepare", _maxpool_ceil,
                                "replicate-pad the edge, then max-pooling without ceil_mode",
                                (nn.MaxPool2d,), (F.max_pool2d,), applies=_ceil_mode))

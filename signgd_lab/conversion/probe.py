@@ -31,7 +31,10 @@ class RunState(Protocol):
 
 
 class Probe:
-    """Base class of probes; every method is optional."""
+    """Base class of probes; every method is optional. A probe that reads spike counts
+    (``NeuronState.fired``) sets ``counts_spikes = True``."""
+
+    counts_spikes: bool = False
 
     def start(self, network: "SpikingNetwork", batch: int, steps: int) -> None:
         """Called once before a run of ``steps`` steps on ``batch`` samples."""

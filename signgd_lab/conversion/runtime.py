@@ -50,18 +50,20 @@ class Runtime:
     """Attached to every neuron module of a network for one pass or one run.
 
     ``force`` set: a correction pass (each population records its rescaled inputs and emits
-    ``force``). Otherwise a simulation: ``etas`` is the current block's step sizes and
+    ``force``). Otherwise a simulation: ``etas`` is the current block's step sizes,
     ``observers`` maps population names to per-step observers (those populations run their
-    step-by-step path; every other one its fused kernel where one applies).
+    step-by-step path; every other one its fused kernel where one applies) and
+    ``count_spikes`` makes every population count its spikes (``NeuronState.fired``).
     """
 
     def __init__(self, net: "SpikingNetwork", correction: Correction | None = None,
-                 force: float | None = None, observers: dict[str, Observer] | None = None
-                 ) -> None:
+                 force: float | None = None, observers: dict[str, Observer] | None = None,
+                 count_spikes: bool = False) -> None:
         self.net = net
         self.correction = correction
         self.force = force
         self.observers = observers or {}
+        self.count_spikes = count_spikes
         self.recorded: dict[str, tuple[torch.Tensor, ...]] = {}
         self.states: dict[str, NeuronState] = {}
         self.etas: torch.Tensor | None = None
@@ -92,6 +94,7 @@ class Runtime:
         state = self.states.get(name)
         if state is None:
             state = module.initial_state(self.correction.biases[name], cur[0].shape[1])
+            state.fired = 0.0 if self.count_spikes else None
             self.states[name] = state
         out = module.simulate(self.net.dynamics, state, cur, self.correction.offsets[name],
                               self.etas, self.observers.get(name))  # (c, B, ...)
@@ -118,9 +121,11 @@ class Runtime:
         state = fused.state
         tie = self.net.dynamics.apply_tie_rule(chain.chain[0].simulated_target()).tie_fires
         out, counts = kernels.max_chain_steps(tie, y, layout, fused.offsets, *state.x_hat,
-                                              state.v, self.etas, fused.scales)  # (c, B, S)
+                                              state.v, self.etas, fused.scales,
+                                              self.count_spikes)  # (c, B, S)
         state.t += steps
-        state.fired = state.fired + counts.sum(1).to(torch.float64)
+        if self.count_spikes:
+            state.fired = state.fired + counts.sum(1).to(torch.float64)
         return out.reshape(steps * batch, *fused.window)
 
     def _fuse(self, name: str, chain: MaxPoolChain, window: torch.Tensor, batch: int
@@ -146,7 +151,8 @@ class Runtime:
         state = NeuronState(tuple(stack([corr.biases[n][i][0] for n in names], (batch,))
                                   .contiguous() for i in (0, 1)),
                             torch.zeros(len(names), batch, shape.numel(), dtype=window.dtype),
-                            fired=torch.zeros(len(names), dtype=torch.float64))
+                            fired=torch.zeros(len(names), dtype=torch.float64)
+                            if self.count_spikes else None)
         offsets = tuple(stack([corr.offsets[n][i][0] for n in names], ()).contiguous()
                         for i in (0, 1))
         scales = None
@@ -166,7 +172,7 @@ class Runtime:
             stacked = self._chains[chain]
             s, lead = stacked.state, (stacked.state.v.shape[1], *stacked.window)
             return NeuronState(tuple(x[i].view(lead) for x in s.x_hat), s.v[i].view(lead), s.t,
-                               s.fired[i])
+                               None if s.fired is None else s.fired[i])
         return self.states[name]
 
     def decoded(self, name: str) -> torch.Tensor:

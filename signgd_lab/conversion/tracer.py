@@ -9,26 +9,16 @@ from torch import fx, nn
 
 from .errors import ConversionError
 from .inplace import functionalize_inplace
+from .lazy_imports import resolve_loaded, timm_notrace
+
+_TIMM_LEAVES = ("timm.layers.LayerNorm", "timm.layers.LayerNorm2d", "timm.layers.GELU",
+                "timm.layers.Attention", "timm.models.mlp_mixer.Affine")
 
 
 def _timm_leaf_types() -> tuple[type, ...]:
-    try:
-        from timm.layers import _fx as timm_fx
-        from timm.layers.activations import GELU as TimmGELU
-        from timm.layers.attention import Attention
-        from timm.layers.norm import LayerNorm, LayerNorm2d
-        from timm.models.mlp_mixer import Affine
-    except ImportError:  # timm is a dependency, but tracing plain torch models must not need it
-        return ()
-    return (LayerNorm, LayerNorm2d, TimmGELU, Attention, Affine, *timm_fx.get_notrace_modules())
-
-
-def _timm_autowrap() -> tuple:
-    try:
-        from timm.layers import _fx as timm_fx
-    except ImportError:
-        return ()
-    return tuple(timm_fx.get_notrace_functions())
+    """timm's blocks that handlers convert whole, and every class timm registers as not
+    traceable; empty while timm is not imported (then no model holds them)."""
+    return resolve_loaded(_TIMM_LEAVES) + timm_notrace("modules")
 
 
 class LeafTracer(fx.Tracer):
@@ -40,7 +30,7 @@ class LeafTracer(fx.Tracer):
     """
 
     def __init__(self, extra_leaves: tuple[type, ...] = ()) -> None:
-        super().__init__(autowrap_functions=_timm_autowrap())
+        super().__init__(autowrap_functions=timm_notrace("functions"))
         self.leaf_types = _timm_leaf_types() + tuple(extra_leaves)
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:

@@ -177,13 +177,13 @@ if njit is not None:
 
 @lru_cache(maxsize=None)
 def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: bool,
-                       divided: bool, multiplied: bool):
+                       divided: bool, multiplied: bool, counting: bool):
     """Compiled block kernel for one target and input layout: arms = inputs with a drive;
     row: the second input has one value per row of the last dimension (x2 (B, R), S = R * W);
     shifted / divided / multiplied: ``shift`` is subtracted from the first input current, which
     is then divided by ``pre``, and the spikes are multiplied by ``post`` (per neuron), as a
-    neuron module's rescaling ``(x - c) / m -> g -> * m'`` would. ``counts[b]`` gains the spikes
-    of sample b. The kernel is a closure over these flags only (ints and bools: numba's cache
+    neuron module's rescaling ``(x - c) / m -> g -> * m'`` would; counting: ``counts[b]`` gains
+    the spikes of sample b. The kernel is a closure over these flags only (ints and bools: numba's cache
     keys on their values), so a later process loads it from the cache instead of compiling it."""
 
     if row:
@@ -218,12 +218,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         f = _fires(code, scaled, x, a, spread[j],
                                    scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        fired += 1 if f else 0
+                        if counting:
+                            fired += 1 if f else 0
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
-                counts[bi] += fired
+                if counting:
+                    counts[bi] += fired
     else:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
         def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, shift, pre, post, etas,
@@ -250,12 +252,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         x = v[bi, j]
                         f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        fired += 1 if f else 0
+                        if counting:
+                            fired += 1 if f else 0
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
-                counts[bi] += fired
+                if counting:
+                    counts[bi] += fired
 
     return kernel
 
@@ -294,14 +298,15 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
                      offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
                      v: torch.Tensor, etas: torch.Tensor, scale: torch.Tensor | None = None,
                      shift: torch.Tensor | None = None, divisor: torch.Tensor | None = None,
-                     out_scale: torch.Tensor | None = None, layout: str | None = None
-                     ) -> tuple[torch.Tensor, int]:
+                     out_scale: torch.Tensor | None = None, layout: str | None = None,
+                     count: bool = False) -> tuple[torch.Tensor, int]:
     """Charge, fire and reset of a whole block in one pass: currents (T, B, *S_i) with offsets
     (1, *S_i); x_hat (B, *S_i) and v (B, *S) are contiguous and updated in place; ``scale``
     (broadcastable to (1, *S)) makes the target h(z) = g(s z) / s; ``shift`` is subtracted from
     the first input's current, which is then divided by ``divisor``, and ``out_scale``
     multiplies the spikes (all per neuron, rounding exactly as torch's subtraction, division and
-    multiplication). Returns the spikes (T, B, *S) and how many there were. ``layout`` is
+    multiplication). Returns the spikes (T, B, *S) and how many there were (0 unless
+    ``count``: counting costs a little speed). ``layout`` is
     :func:`population_layout`'s answer when the caller has it already; ``kernel`` names the
     target (:attr:`~signgd_lab.dynamics.Target.kernel`)."""
     layout = layout or population_layout(kernel, x_hat, v, offsets, scale)
@@ -333,7 +338,7 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     counts = np.zeros(batch, dtype=np.int64)
     compiled = _population_kernel(_CODES[kernel], len(currents), layout == "row",
                                   scale is not None, shift is not None, divisor is not None,
-                                  out_scale is not None)
+                                  out_scale is not None, bool(count))
     compiled(np.array(_constants(param), dtype=c1.dtype), bool(tie), c1, o1, c2, o2,
              x_hat[0].reshape(batch, -1).numpy(), x2, v.reshape(batch, -1).numpy(),
              per_neuron_vector(scale), per_neuron_vector(shift), per_neuron_vector(divisor),
@@ -342,10 +347,15 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     return spikes, int(counts.sum())
 
 
-if njit is not None:
+@lru_cache(maxsize=None)
+def _chain_kernel(scaled: bool, counting: bool):
+    """Compiled block kernel of a max-pool chain (see :func:`max_chain_steps`); scaled: the
+    neurons are rescaled; counting: the spikes are counted. A closure over these flags only,
+    so later processes load it from numba's cache."""
+
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def _max_chain(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, scaled, pre,
-                   post, etas, out, counts):  # pragma: no cover - compiled
+    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, pre, post, etas,
+               out, counts):  # pragma: no cover - compiled
         # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
         # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
         # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the output of neuron m - 1 (m = 0:
@@ -387,7 +397,8 @@ if njit is not None:
                             f = _fires(_MAX, False, x, a, b, one, tie, c)
                             v[m, bi, j] = x - e if f else x + e
                             prev[j] = post[m, j] if f else zero * post[m, j]
-                            count += 1 if f else 0
+                            if counting:
+                                count += 1 if f else 0
                     else:
                         for j in range(size):
                             a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
@@ -398,12 +409,17 @@ if njit is not None:
                             f = _fires(_MAX, False, x, a, b, one, tie, c)
                             v[m, bi, j] = x - e if f else x + e
                             prev[j] = one if f else zero
-                            count += 1 if f else 0
-                    fired[m] += count
+                            if counting:
+                                count += 1 if f else 0
+                    if counting:
+                        fired[m] += count
                 for j in range(size):
                     out[k, bi, j] = prev[j]
-            for m in range(n):
-                counts[m, bi] += fired[m]
+            if counting:
+                for m in range(n):
+                    counts[m, bi] += fired[m]
+
+    return kernel
 
 
 def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
@@ -429,14 +445,14 @@ def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
 def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[int], list[int]],
                     offsets: tuple[torch.Tensor, torch.Tensor], x1: torch.Tensor,
                     x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor,
-                    scales: tuple[torch.Tensor, torch.Tensor] | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    scales: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    count: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A chain of n max neurons over windows of ``y`` (T*B, ...) for a block of T steps, in one
     pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxPoolChain`): ``layout`` from
     :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm;
     ``scales`` (input divisors, output scales), each (n, S), when the neurons are rescaled.
-    Returns the last neuron's output (T, B, S) and the spikes per neuron and sample (n, B);
-    every number equals the neuron-by-neuron path."""
+    Returns the last neuron's output (T, B, S) and the spikes per neuron and sample (n, B)
+    (zeros unless ``count``); every number equals the neuron-by-neuron path."""
     steps, (n, batch, size) = etas.shape[0], v.shape
     starts, dims, strides = layout
     out = torch.empty(steps, batch, size, dtype=v.dtype)
@@ -444,12 +460,12 @@ def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[in
     index = np.int64
     dummy = np.ones((1, 1), dtype=x1.numpy().dtype)
     pre, post = (dummy, dummy) if scales is None else (s.numpy() for s in scales)
-    _max_chain(np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
-               y.reshape(-1).numpy(), y.stride(0), np.array(starts, dtype=index),
-               np.array(dims, dtype=index), np.array(strides, dtype=index),
-               offsets[0].numpy(), offsets[1].numpy(), x1.numpy(), x2.numpy(),
-               v.numpy(), scales is not None, pre, post, etas.to(v.dtype).contiguous().numpy(),
-               out.numpy(), counts)
+    _chain_kernel(scales is not None, bool(count))(
+        np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie), y.reshape(-1).numpy(),
+        y.stride(0), np.array(starts, dtype=index), np.array(dims, dtype=index),
+        np.array(strides, dtype=index), offsets[0].numpy(), offsets[1].numpy(), x1.numpy(),
+        x2.numpy(), v.numpy(), pre, post, etas.to(v.dtype).contiguous().numpy(), out.numpy(),
+        counts)
     return out, torch.from_numpy(counts)
 
 

@@ -43,12 +43,13 @@ class Drive:
 class NeuronState:
     """State of a population of neurons: input estimate(s) ``x_hat`` and output estimate ``v``;
     ``t`` counts the steps taken so far (the next step is t + 1) and ``fired`` the spikes the
-    whole population (every sample) has emitted so far."""
+    whole population (every sample) has emitted so far, when they are counted (set it to 0 to
+    start counting; None: not counted, which keeps the fused kernels at full speed)."""
 
     x_hat: tuple[torch.Tensor, ...]
     v: torch.Tensor
     t: int = 0
-    fired: float | torch.Tensor = 0.0
+    fired: float | torch.Tensor | None = None
 
 
 class SignGDNeuron:
@@ -94,9 +95,10 @@ class SignGDNeuron:
             spikes, fired = kernels.population_steps(
                 target.kernel, target.param, target.tie_fires, tuple(d.current for d in drives),
                 tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
-                drives[0].shift, drives[0].divisor, out_scale, layout)
+                drives[0].shift, drives[0].divisor, out_scale, layout, state.fired is not None)
             state.t += steps
-            state.fired += fired
+            if state.fired is not None:
+                state.fired += fired
             return spikes
         v = state.v
         seqs = [_estimates(x, d, etas) for x, d in zip(state.x_hat, drives)]  # (T, *S_i) / None
@@ -126,7 +128,8 @@ class SignGDNeuron:
         state.x_hat = tuple(x if seq is None else seq[-1] for x, seq in zip(state.x_hat, seqs))
         state.v = v
         state.t += steps
-        state.fired += spikes.sum(dtype=torch.float64)
+        if state.fired is not None:
+            state.fired += spikes.sum(dtype=torch.float64)
         return spikes if out_scale is None else spikes * out_scale
 
 
@@ -191,7 +194,8 @@ class ProductSumNeurons:
         if observer is None and kernels.usable(v, seq_a, seq_b) and v.is_contiguous():
             state.t += etas.shape[0]
             counts = kernels.product_steps(v, seq_a, seq_b, etas, self.target.tie_fires)
-            state.fired += counts.sum(dtype=torch.float64)
+            if state.fired is not None:
+                state.fired += counts.sum(dtype=torch.float64)
             return counts
         n_rows, k_dim, m_dim = v.shape[-3:]
         per_row = max(1, v[..., :1, :, :].numel())
@@ -210,7 +214,8 @@ class ProductSumNeurons:
             state.t += 1
             if observer is not None:
                 observer(state.t, (a.unsqueeze(-1), b.unsqueeze(-3)), v, fire_full.to(v.dtype))
-        state.fired += counts.sum(dtype=torch.float64)
+        if state.fired is not None:
+            state.fired += counts.sum(dtype=torch.float64)
         return counts
 
 
@@ -249,5 +254,6 @@ class IFNeuron:
             out.append(s)
         state.x_hat, state.v = (x_hat,), v
         spikes = torch.stack(out)
-        state.fired += spikes.sum(dtype=torch.float64)
+        if state.fired is not None:
+            state.fired += spikes.sum(dtype=torch.float64)
         return spikes

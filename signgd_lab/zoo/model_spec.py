@@ -67,7 +67,8 @@ def load_model(spec: str, pretrained: bool = False, weights: str | os.PathLike |
         weights: a state dict (``.pt``/``.pth``, loaded with ``weights_only=True``) or a
             ``.safetensors`` file loaded into the model (every key must fit).
         trust_model_file: allow unpickling a whole model from a file (runs code from it).
-        seed: torch seed of random initialisations (timm without weights, factories).
+        seed: torch seed of random initialisations (timm without weights, factories); the
+            caller's random state is left as it was.
 
     Raises:
         SpecError: unknown name, missing file, import failure, a factory that does not return a
@@ -79,17 +80,18 @@ def load_model(spec: str, pretrained: bool = False, weights: str | os.PathLike |
     if pretrained and weights is not None:
         raise SpecError("pass either pretrained=True (--pretrained) or weights (--weights), "
                         "not both")
-    torch.manual_seed(seed)
-    if spec in list_models():
-        loaded = _zoo(spec, pretrained)
-    elif spec.startswith("timm:"):
-        loaded = _timm(spec, spec[5:], pretrained)
-    elif _looks_like_file(spec):
-        loaded = _model_file(spec, trust_model_file, pretrained)
-    elif _FACTORY.match(spec):
-        loaded = _factory(spec, pretrained)
-    else:
-        loaded = _bare_timm_name(spec, pretrained)
+    with torch.random.fork_rng(devices=[]):  # seeds initialisations, not the caller's state
+        torch.manual_seed(seed)
+        if spec in list_models():
+            loaded = _zoo(spec, pretrained)
+        elif spec.startswith("timm:"):
+            loaded = _timm(spec, spec[5:], pretrained)
+        elif _looks_like_file(spec):
+            loaded = _model_file(spec, trust_model_file, pretrained)
+        elif _FACTORY.match(spec):
+            loaded = _factory(spec, pretrained)
+        else:
+            loaded = _bare_timm_name(spec, pretrained)
     if weights is not None:
         if loaded.kind == "file":
             raise SpecError(f"{spec} is a whole saved model; --weights applies to zoo, timm and "

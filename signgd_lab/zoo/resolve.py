@@ -56,8 +56,9 @@ def resolve_model(name: str, samples: int = 64, calibration_samples: int = 256, 
     if name not in timm.list_models():
         raise ValueError(f"unknown model {name!r}: not a zoo model ({', '.join(list_models())}) "
                          "nor a timm architecture (see timm.list_models())")
-    torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False).eval().to(device)
+    with torch.random.fork_rng(devices=[]):  # seeds the random weights, not the caller's state
+        torch.manual_seed(seed)
+        model = timm.create_model(name, pretrained=False).eval().to(device)
     c, h, w = model.pretrained_cfg.get("input_size", (3, 224, 224))
     (x_tr, _), (x_te, _) = load_digits_split(8)
 
