@@ -3,7 +3,6 @@
 T, batch and width. Writes benchmarks/RESULTS.md.
 
     python benchmarks/simulate.py [--device cpu|cuda] [--repeats 5] [--quick]
-    python benchmarks/simulate.py --ablation         # the simulation-only passes, one by one
     python benchmarks/simulate.py --attention-memory # product neurons against a naive layout
 """
 from __future__ import annotations
@@ -197,38 +196,6 @@ def attention_memory() -> str:
             "spike counts are held.")
 
 
-def ablation(repeats: int) -> str:
-    """SNN time with each simulation-only pass switched off, measured alternately."""
-    from signgd_lab.conversion.passes import fold_scales, fuse_max_chains
-
-    rows = []
-    for name in ("digits_cnn", "cifar_cnn"):
-        model, calib, x = build(name, 64, "cpu")
-        snn = sl.convert(model, calib)
-        key = (snn.device, snn.dtype)
-        graphs = {"both passes": fuse_max_chains(fold_scales(snn.graph_module)),
-                  "fold_scales only": fold_scales(snn.graph_module),
-                  "neither": snn.graph_module}
-        times: dict[str, list[float]] = {k: [] for k in graphs}
-        with torch.no_grad():
-            ann = statistics.median(seconds(lambda: model(x), 10) for _ in range(repeats))
-            for graph in graphs.values():  # warm-up
-                snn._folded[key] = graph
-                snn(x, [4])
-            for _ in range(repeats):
-                for label, graph in graphs.items():
-                    snn._folded[key] = graph
-                    times[label].append(seconds(lambda: snn(x, [T]), 1))
-        for label, ts in times.items():
-            rows.append(f"| {name} | {label} | {statistics.median(ts) * 1e3:.0f} ms | "
-                        f"{statistics.median(ts) / (T * ann):.2f} |")
-    return ("SNN wall time (T=128, batch 64, multistep) with the simulation-only passes of "
-            "`SpikingNetwork` switched off one by one (median of "
-            f"{repeats}, alternating; the outputs are identical in all three):\n\n"
-            "| model | simulation graph | SNN time | ratio to 128 ANN forwards |\n"
-            "|---|---|---|---|\n" + "\n".join(rows))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
@@ -237,13 +204,7 @@ def main() -> None:
                         help="small models only, 3 repeats, no growth table")
     parser.add_argument("--attention-memory", action="store_true",
                         help="only measure product-neuron memory against the naive layout")
-    parser.add_argument("--ablation", action="store_true",
-                        help="only time the simulation-only passes (fold_scales, fuse_max_chains)")
     args = parser.parse_args()
-    if args.ablation:
-        write_section("Simulation passes (ablation)", ablation(args.repeats),
-                      "python benchmarks/simulate.py --ablation")
-        return
     if args.attention_memory:
         write_section("Attention product-neuron memory", attention_memory(),
                       "python benchmarks/simulate.py --attention-memory")

@@ -1,11 +1,16 @@
-"""Shared test set-up: one torch thread for stable numbers, helpers for zoo models."""
+"""Shared test set-up: one torch thread for stable numbers (and one numba thread in each
+pytest-xdist worker), helpers for zoo models."""
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one numba thread per worker: the workers fill the cores
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(1)
 

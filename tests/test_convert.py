@@ -179,10 +179,13 @@ def test_every_zoo_model_converts_completely(name, zoo_cache):
 
 def test_block_steps_follows_the_input_shape_not_the_last_run():
     snn = sl.convert(small_net(), torch.rand(8, 6))
-    # largest population: 12 ReLU neurons per sample; budget 2**21 elements per block
-    expected = min(128, 2**21 // (64 * 12))
-    assert snn.block_steps((6,), 64, 128) == expected  # before any run
+    # 12 ReLU and 8 GELU neurons per sample; the budget is 3 * 2**20 = 3145728 neuron inputs
+    # of all populations per block: a batch of 8192 reads 163840 per step, so 19 steps fit
+    assert snn.block_steps((6,), 8192, 128) == 19  # before any run
     snn(torch.rand(2, 6), [4])
-    assert snn.block_steps((6,), 64, 128) == expected
-    assert snn.block_steps((6,), 64, 128, mode="stepwise") == 1
+    assert snn.block_steps((6,), 8192, 128) == 19
+    assert snn.block_steps((6,), 4096, 128) == 38
+    assert snn.block_steps((6,), 64, 128) == 128  # the run itself is shorter than the budget
+    assert snn.block_steps((6,), 10**6, 128) == 1  # never fewer than one step
+    assert snn.block_steps((6,), 8192, 128, mode="stepwise") == 1
     assert [r["neuron"] for r in snn.replaced] == list(snn.neurons)

@@ -189,9 +189,35 @@ def test_network_with_exp_based_targets_agrees_without_kernels(zoo_cache, monkey
 @pytest.mark.slow
 def test_compiled_step_matches_plain_step():
     """The torch.compile step used on CUDA, checked on CPU (slow: one compilation)."""
+    from signgd_lab.dynamics import compiled_step
+
     g = torch.Generator().manual_seed(1)
     v, target = torch.rand(64, generator=g), torch.rand(64, generator=g)
+    target[:4] = v[:4]  # ties: fire with tie=True, rest with tie=False
     eta = torch.tensor(0.15)
-    fused_v, fused_s = kernels.fused_step(v, target, eta, True)
-    s = (v >= target).float()
-    assert torch.equal(fused_s, s) and torch.equal(fused_v, v - eta * (2 * s - 1))
+    for tie in (True, False):
+        fused_v, fused_s = compiled_step.fused_step(v, target, eta, tie)
+        s = (v >= target if tie else v > target).float()
+        assert torch.equal(fused_s, s) and torch.equal(fused_v, v - eta * (2 * s - 1))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_network_runs_the_compiled_step_and_matches_cpu(monkeypatch):
+    """A converted network on CUDA goes through the compiled membrane step (no observer, so
+    not the step-by-step branch) and gives the CPU kernels' outputs (float64, exact targets)."""
+    from torch import nn
+
+    from signgd_lab.dynamics import compiled_step, neurons
+
+    calls = []
+    monkeypatch.setattr(neurons, "fused_step",
+                        lambda *a: calls.append(1) or compiled_step.fused_step(*a))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 3)).double().eval()
+    x = torch.rand(32, 6, dtype=torch.float64)
+    cpu = sl.convert(model, x, dynamics="extended")(x, [16, 64])
+    gpu_net = sl.convert(model.cuda(), x.cuda(), dynamics="extended")
+    gpu = gpu_net(x.cuda(), [16, 64])
+    assert calls and gpu.is_cuda
+    assert torch.allclose(gpu.cpu(), cpu, atol=1e-9)

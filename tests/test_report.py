@@ -29,6 +29,17 @@ def metrics(out: Path, name: str) -> dict:
     return json.loads((out / f"{name}.metrics.json").read_text())
 
 
+@pytest.mark.notebook
+def test_report_numbers_are_reproducible(report, tmp_path):
+    """The debugger notebook run again with the report's parameters gives the same numbers."""
+    from notebook_runner import run_notebook
+
+    out, _ = report
+    params = ReportConfig().quick().notebook_parameters("03_conversion_debugger")
+    again = run_notebook("03_conversion_debugger", tmp_path, **params)
+    assert again == metrics(out, "03_conversion_debugger")
+
+
 def visible_text(page: str) -> str:
     """The text a reader sees: scripts, styles and tags removed."""
     page = re.sub(r"<(script|style)\b.*?</\1>", " ", page, flags=re.S | re.I)

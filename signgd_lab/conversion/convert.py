@@ -14,7 +14,7 @@ from .errors import ConversionError
 from .graph_utils import dynamic_nodes, module_of
 from .handlers import find_handler
 from .network import SpikingNetwork
-from .neuron_ops import NeuronOp
+from .neuron_ops import POPULATION_MODULES, populations
 from .passes import (calibrate, collect_batches, decompose_attention, decompose_layernorm,
                      decompose_maxpool, find_unsupported, fuse_conv_bn, prepare_composites,
                      replace_nonlinearities, scale_activations)
@@ -146,10 +146,7 @@ def count_nonlinear(snn_or_gm: SpikingNetwork | torch.fx.GraphModule) -> dict[st
     """``{"neurons": populations, "remaining": nonlinear ops left unconverted}`` of a graph."""
     gm = snn_or_gm.graph_module if isinstance(snn_or_gm, SpikingNetwork) else snn_or_gm
     dynamic = dynamic_nodes(gm.graph)
-    neurons = remaining = 0
-    for node in gm.graph.nodes:
-        if isinstance(module_of(gm, node), NeuronOp):
-            neurons += 1
-        elif node in dynamic and find_handler(gm, node, dynamic) is not None:
-            remaining += 1
-    return {"neurons": neurons, "remaining": remaining}
+    remaining = sum(1 for node in gm.graph.nodes
+                    if not isinstance(module_of(gm, node), POPULATION_MODULES)
+                    and node in dynamic and find_handler(gm, node, dynamic) is not None)
+    return {"neurons": len(populations(gm)), "remaining": remaining}

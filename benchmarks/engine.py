@@ -1,0 +1,118 @@
+"""The simulation engine before and after a change, side by side in one run: SNN(T=128) time over
+128 ANN forwards (batch 64, one torch and one numba thread) on the digits models, and what the
+probes cost against a plain run of the same T. Each code version runs in its own child process
+(``--before DIR``: a worktree of the older commit), the two alternating, medians of the repeats.
+Writes benchmarks/RESULTS.md.
+
+    git worktree add /tmp/before <commit>
+    python benchmarks/engine.py --before /tmp/before [--repeats 5]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ("digits_cnn", "digits_mlp", "digits_attention")
+PROBE_TS = [10, 35, 128]  # no common divisor: probes that need a block end at each T
+
+CHILD = r"""
+import json, statistics, sys, time
+import torch
+torch.set_num_threads(1)
+import signgd_lab as sl
+from signgd_lab import probes
+name, dynamics, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ts = json.loads(sys.argv[4])
+model, (x_tr, _), (x_te, _) = sl.zoo.load(name)
+x = x_te[:64]
+snn = sl.convert(model, x_tr[:256], dynamics=dynamics)
+
+def timed(fn, reps=1):
+    t = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - t) / reps
+
+runs = {
+    "ann": lambda: model(x),
+    "plain": lambda: snn(x, [128]),
+    "plain_ts": lambda: snn(x, ts),
+    "spike_stats": lambda: probes.spike_stats(snn, x, 128),
+    "spike_stats_over_T": lambda: probes.spike_stats_over_T(snn, x, ts),
+    "layer_errors": lambda: probes.layer_errors(model, snn, x, ts),
+}
+times = {k: [] for k in runs}
+with torch.no_grad():
+    for fn in runs.values():  # warm-up: kernel compilation or cache loading
+        fn()
+    for _ in range(repeats):
+        for key, fn in runs.items():
+            times[key].append(timed(fn, 20 if key == "ann" else 1))
+med = {k: statistics.median(v) for k, v in times.items()}
+print(json.dumps({"package": sl.__file__, "ratio": med["plain"] / (128 * med["ann"]),
+                  "plain_s": med["plain"],
+                  "spike_stats": med["spike_stats"] / med["plain"],
+                  "spike_stats_over_T": med["spike_stats_over_T"] / med["plain_ts"],
+                  "layer_errors": med["layer_errors"] / med["plain_ts"]}))
+"""
+
+
+def child(code: Path, name: str, dynamics: str, repeats: int) -> dict:
+    """Run the measurements of one model with the package at ``code`` in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=str(code), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", CHILD, name, dynamics, str(repeats),
+                          json.dumps(PROBE_TS)], env=env, cwd=code, capture_output=True,
+                         text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["package"].startswith(str(code)):
+        raise RuntimeError(f"child imported {result['package']}, not the package in {code}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dynamics", nargs="+", default=["paper", "extended"])
+    args = parser.parse_args()
+    versions = {"after": ROOT}
+    if args.before:
+        versions = {"before": args.before.resolve(), "after": ROOT}
+    rows = []
+    for dynamics in args.dynamics:
+        for name in MODELS:
+            for label, code in versions.items():
+                r = child(code, name, dynamics, args.repeats)
+                rows.append((name, dynamics, label, r))
+                print(name, dynamics, label, {k: round(v, 3) for k, v in r.items()
+                                              if isinstance(v, float)}, flush=True)
+    ratio = ["| model | dynamics | code | SNN(T=128) / 128 ANN | SNN run (ms) |",
+             "|---|---|---|---|---|"]
+    probe = ["| model | dynamics | code | spike_stats(T=128) | spike_stats_over_T | "
+             "layer_errors |", "|---|---|---|---|---|---|"]
+    for name, dynamics, label, r in rows:
+        ratio.append(f"| {name} | {dynamics} | {label} | {r['ratio']:.2f} | "
+                     f"{r['plain_s'] * 1e3:.0f} |")
+        probe.append(f"| {name} | {dynamics} | {label} | {r['spike_stats']:.2f} | "
+                     f"{r['spike_stats_over_T']:.2f} | {r['layer_errors']:.2f} |")
+    body = (f"Batch 64, one torch thread and one numba thread, median of {args.repeats} "
+            "repeats; each code version in its own process, alternating. `before` is the "
+            "commit named in the command.\n\nSimulation time over ANN time:\n\n"
+            + "\n".join(ratio)
+            + f"\n\nProbe cost, as a multiple of a plain run of the same steps (T=128 for "
+            f"spike_stats; T={PROBE_TS} for spike_stats_over_T and layer_errors, against "
+            "a plain run with those timestamps):\n\n" + "\n".join(probe))
+    command = "python benchmarks/engine.py" + (f" --before {args.before}" if args.before else "")
+    write_section("Simulation engine: before and after", body, command)
+
+
+if __name__ == "__main__":
+    main()
