@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 REPORT ?= reports
 PYTEST_ARGS ?=
+# pytest-xdist workers (auto: one per core); WORKERS=0 runs the suite in this process
+WORKERS ?= auto
 
 .PHONY: report test test-slow benchmarks clean-venv
 
@@ -21,7 +23,7 @@ report: $(STAMP)
 	$(BIN)/signgd-lab report --out $(REPORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

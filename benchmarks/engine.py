@@ -1,6 +1,6 @@
 """The simulation engine before and after a change, side by side in one run: SNN(T=128) time over
-128 ANN forwards (batch 64, one torch and one numba thread) on the digits models, and what the
-probes cost against a plain run of the same T. Each code version runs in its own child process
+128 ANN forwards (batch 64, one torch thread; one numba thread, or ``--numba-threads N``) on the digits models,
+and what the probes cost against a plain run of the same T. Each code version runs in its own child process
 (``--before DIR``: a worktree of the older commit), the two alternating, medians of the repeats.
 Writes benchmarks/RESULTS.md.
 
@@ -65,9 +65,9 @@ print(json.dumps({"package": sl.__file__, "ratio": med["plain"] / (128 * med["an
 """
 
 
-def child(code: Path, name: str, dynamics: str, repeats: int) -> dict:
+def child(code: Path, name: str, dynamics: str, repeats: int, numba_threads: int) -> dict:
     """Run the measurements of one model with the package at ``code`` in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(code), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=str(code), NUMBA_NUM_THREADS=str(numba_threads))
     out = subprocess.run([sys.executable, "-c", CHILD, name, dynamics, str(repeats),
                           json.dumps(PROBE_TS)], env=env, cwd=code, capture_output=True,
                          text=True, check=True)
@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a checkout of the code to compare with")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dynamics", nargs="+", default=["paper", "extended"])
+    parser.add_argument("--numba-threads", type=int, default=1,
+                        help="threads of the numba kernels (torch always runs one)")
     args = parser.parse_args()
     versions = {"after": ROOT}
     if args.before:
@@ -90,7 +92,7 @@ def main() -> None:
     for dynamics in args.dynamics:
         for name in MODELS:
             for label, code in versions.items():
-                r = child(code, name, dynamics, args.repeats)
+                r = child(code, name, dynamics, args.repeats, args.numba_threads)
                 rows.append((name, dynamics, label, r))
                 print(name, dynamics, label, {k: round(v, 3) for k, v in r.items()
                                               if isinstance(v, float)}, flush=True)
@@ -103,15 +105,19 @@ def main() -> None:
                      f"{r['plain_s'] * 1e3:.0f} |")
         probe.append(f"| {name} | {dynamics} | {label} | {r['spike_stats']:.2f} | "
                      f"{r['spike_stats_over_T']:.2f} | {r['layer_errors']:.2f} |")
-    body = (f"Batch 64, one torch thread and one numba thread, median of {args.repeats} "
+    threads = "one numba thread" if args.numba_threads == 1 else \
+        f"{args.numba_threads} numba threads (the kernels' default on this machine)"
+    body = (f"Batch 64, one torch thread and {threads}, median of {args.repeats} "
             "repeats; each code version in its own process, alternating. `before` is the "
             "commit named in the command.\n\nSimulation time over ANN time:\n\n"
             + "\n".join(ratio)
             + f"\n\nProbe cost, as a multiple of a plain run of the same steps (T=128 for "
             f"spike_stats; T={PROBE_TS} for spike_stats_over_T and layer_errors, against "
             "a plain run with those timestamps):\n\n" + "\n".join(probe))
-    command = "python benchmarks/engine.py" + (f" --before {args.before}" if args.before else "")
-    write_section("Simulation engine: before and after", body, command)
+    command = "python benchmarks/engine.py" + (f" --before {args.before}" if args.before else "") \
+        + f" --numba-threads {args.numba_threads} --dynamics {' '.join(args.dynamics)}"
+    write_section(f"Simulation engine: before and after ({threads.split(' (')[0]})", body,
+                  command)
 
 
 if __name__ == "__main__":
