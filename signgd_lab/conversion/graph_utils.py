@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import NamedTuple
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension"}
 _SHAPE_ATTRS = {"shape", "ndim", "dtype", "device"}
@@ -56,10 +56,44 @@ def dynamic_nodes(graph: fx.Graph) -> set[fx.Node]:
     return dynamic
 
 
+class TensorMeta(NamedTuple):
+    """Shape and dtype of the tensor a node computes (``node.meta['tensor_meta']``)."""
+
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+class _ShapeRecorder(fx.Interpreter):
+    """Runs a graph on real tensors and records each node's :class:`TensorMeta` (a tuple of
+    them for tuple results). torch.fx's ShapeProp does the same but imports torch's symbolic
+    shape machinery (sympy, about a second) on its first call."""
+
+    def run_node(self, n: fx.Node) -> object:
+        try:
+            result = super().run_node(n)
+        except Exception as exc:
+            raise RuntimeError(f"shape propagation failed at node {n.format_node()}: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        found = False
+
+        def meta(obj: object) -> object:
+            nonlocal found
+            if isinstance(obj, torch.Tensor):
+                found = True
+                return TensorMeta(obj.shape, obj.dtype)
+            return obj
+
+        value = fx.node.map_aggregate(result, meta)
+        if found:
+            n.meta["tensor_meta"] = value
+        n.meta["type"] = type(result)
+        return result
+
+
 def propagate_shapes(gm: fx.GraphModule, example: torch.Tensor) -> None:
     """Annotate every node with ``meta['tensor_meta']`` by running ``example`` through ``gm``."""
     with torch.no_grad():
-        ShapeProp(gm).propagate(example)
+        _ShapeRecorder(gm).run(example)
 
 
 def _shape_of(node: fx.Node) -> torch.Size | None:

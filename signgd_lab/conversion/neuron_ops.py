@@ -23,6 +23,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..dynamics.config import IFDynamics, SignGDDynamics
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> torch.Size:
+    """The shape the given shapes broadcast to (torch.broadcast_shapes without its first-call
+    import of torch's symbolic shape machinery, about a second)."""
+    ndim = max(len(s) for s in shapes)
+    out = []
+    for i in range(-ndim, 0):
+        sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+        out.append(sizes.pop() if sizes else 1)
+    return torch.Size(out)
+
+
 class NeuronRuntime(Protocol):
     """What a SpikingNetwork provides to the neuron modules while it runs."""
 
@@ -108,7 +121,7 @@ class NeuronOp(nn.Module):
     # ------------------------------------------------------------------ simulation
     def membrane_shape(self, inputs: Sequence[torch.Tensor]) -> torch.Size:
         """Shape of the membranes for neuron inputs of these shapes (their broadcast)."""
-        return torch.broadcast_shapes(*(x.shape for x in inputs))
+        return broadcast_shape(*(x.shape for x in inputs))
 
     def traffic(self, inputs: Sequence[torch.Tensor]) -> int:
         """Elements the population reads or writes per step for inputs of these shapes."""
