@@ -79,22 +79,23 @@ def main() -> None:
                 r = fresh_process(repo, cache)
                 print(label, run, json.dumps(r), flush=True)
                 rows.append((label, run, r))
-    lines = ["| code | process | wall (s) | import | zoo | convert | first run T=64 | "
-             "numba compiles |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| code | process | first result (s) | wall (s) | import | zoo | convert | "
+             "first run T=64 | numba compiles |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, run, r in rows:
-        lines.append(f"| {label} | {run} | {r['wall_s']:.1f} | {r['import_s']:.1f} | "
+        first = r["import_s"] + r["zoo_s"] + r["convert_s"] + r["run_s"]
+        lines.append(f"| {label} | {run} | {first:.1f} | {r['wall_s']:.1f} | {r['import_s']:.1f} | "
                      f"{r['zoo_s']:.1f} | {r['convert_s']:.2f} | {r['run_s']:.2f} | "
                      f"{r['compiles']} |")
     body = ("Fresh interpreter: import signgd_lab, zoo digits_mlp, convert (extended), run T=64 on "
-            "16 images, one torch thread. *first-ever*: empty numba cache (a new NUMBA_CACHE_DIR); "
+            "16 images, one torch thread. *first result*: from the script's first line to the run's "
+            "output (import + zoo + convert + run). *first-ever*: empty numba cache (a new NUMBA_CACHE_DIR); "
             "*second*: a new process on the cache the first wrote. Wall time includes interpreter "
-            "start. *before*: the population kernels built by closure factories (cache never "
-            "hits); *after*: closures over plain flags only (cache hits). The 2 cores are shared "
-            "with other jobs, so import / zoo / convert times vary by seconds between processes; "
-            "the first run and the compile count are what the cache changes.\n\n"
+            "start. *before*: the worktree given with --before (named in the command); *after*: this "
+            "checkout. The 2 cores are shared with other jobs, so times vary by tenths of a "
+            "second between processes.\n\n"
             + "\n".join(lines))
-    command = "python benchmarks/cold_start.py" + (" --before <worktree>" if args.before else "")
+    command = "python benchmarks/cold_start.py" + (f" --before {args.before}" if args.before else "")
     write_section("Cold start", body, command)
 
 
