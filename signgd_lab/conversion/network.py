@@ -27,7 +27,8 @@ from .timestamps import block_bounds, check_timestamps
 
 MODES = ("multistep", "stepwise")
 _BLOCK_ELEMENTS = 3 * 2**20  # per-block budget: neuron inputs/outputs of all populations
-# (measured on the digits models: 8-32 steps at batch 64 are fastest, see benchmarks/RESULTS.md)
+_MAX_BLOCK_STEPS = 32  # and at most this many steps (on the digits models at batch 64, blocks of
+# 8-32 steps are fastest: longer ones leave the caches; see benchmarks/RESULTS.md)
 
 
 class SpikingNetwork(nn.Module):
@@ -187,13 +188,14 @@ class SpikingNetwork(nn.Module):
 
     def block_steps(self, sample_shape: Sequence[int], batch: int, total: int,
                     mode: str = "multistep") -> int:
-        """Steps per block: 1 in stepwise mode, else as many as fit the element budget."""
+        """Steps per block: 1 in stepwise mode, else as many as fit the element budget (at
+        most 32)."""
         if mode not in MODES:
             raise ConversionError(f"unknown mode {mode!r}; use one of {MODES}")
         if mode == "stepwise":
             return 1
         per_step = batch * self.correction(torch.Size(sample_shape)).total
-        return max(1, min(total, _BLOCK_ELEMENTS // per_step))
+        return max(1, min(total, _MAX_BLOCK_STEPS, _BLOCK_ELEMENTS // per_step))
 
     def estimate_memory(self, sample_shape: Sequence[int], batch: int, block_steps: int) -> int:
         """Bytes a run needs beyond the model: neuron state for ``batch`` samples plus about

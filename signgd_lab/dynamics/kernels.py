@@ -75,29 +75,6 @@ if njit is not None:
                         spikes[k, i] = 0.0
 
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def _product_steps(v, a, b, etas, tie, counts):  # pragma: no cover - compiled
-        # v (P, N, K, M); a (T, P, N, K); b (T, P, K, M); counts (T, P, N, M)
-        p_dim, n_dim, k_dim, m_dim = v.shape
-        steps = a.shape[0]
-        for row in prange(p_dim * n_dim):
-            p = row // n_dim
-            n = row % n_dim
-            acc = np.zeros(m_dim, dtype=counts.dtype)
-            for t in range(steps):
-                e = etas[t]
-                acc[:] = 0
-                for kk in range(k_dim):
-                    x_a = a[t, p, n, kk]
-                    for m in range(m_dim):
-                        x = v[p, n, kk, m]
-                        g = x_a * b[t, p, kk, m]
-                        fire = x >= g if tie else x > g
-                        v[p, n, kk, m] = x - e if fire else x + e
-                        acc[m] += 1 if fire else 0
-                for m in range(m_dim):
-                    counts[t, p, n, m] = acc[m]
-
-    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _estimates(two, cur, off, x, out, etas):  # pragma: no cover - compiled
         # x_hat_k = x_hat_{k-1} - eta_k (2 I_k - offset): cur / out (T, B, S), off (S,), x (B, S)
         steps, batch, size = cur.shape
@@ -502,6 +479,39 @@ def sign_steps(v: torch.Tensor, g: torch.Tensor, etas: torch.Tensor, tie: bool) 
     return spikes
 
 
+@lru_cache(maxsize=None)
+def _product_kernel(tie: bool):
+    """Compiled block kernel of product neurons summed over K (see :func:`product_steps`), with
+    the tie rule a compile-time constant (a closure over a plain bool: cached on disk)."""
+
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+    def kernel(v, a, b, etas, counts):  # pragma: no cover - compiled
+        # v (P, N, K, M); a (T, P, N, K); b (T, P, K, M); counts (T, P, N, M)
+        p_dim, n_dim, k_dim, m_dim = v.shape
+        steps = a.shape[0]
+        for row in prange(p_dim * n_dim):
+            p = row // n_dim
+            n = row % n_dim
+            acc = np.zeros(m_dim, dtype=counts.dtype)
+            for t in range(steps):
+                e = etas[t]
+                acc[:] = 0
+                for kk in range(k_dim):
+                    x_a = a[t, p, n, kk]
+                    membranes = v[p, n, kk]  # (M,) views: one contiguous inner loop
+                    column = b[t, p, kk]
+                    for m in range(m_dim):
+                        x = membranes[m]
+                        g = x_a * column[m]
+                        fire = x >= g if tie else x > g
+                        membranes[m] = x - e if fire else x + e
+                        acc[m] += 1.0 if fire else 0.0
+                for m in range(m_dim):
+                    counts[t, p, n, m] = acc[m]
+
+    return kernel
+
+
 def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch.Tensor,
                   tie: bool) -> torch.Tensor:
     """Product neurons summed over K: v (*P, N, K, M) updated in place; a (T, *P, N, K),
@@ -511,9 +521,9 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
     steps = a.shape[0]
     v4 = v.reshape(-1, n, k, m)
     counts = torch.empty(steps, v4.shape[0], n, m, dtype=v.dtype)
-    _product_steps(v4.numpy(), a.reshape(steps, -1, n, k).contiguous().numpy(),
-                   b.reshape(steps, -1, k, m).contiguous().numpy(),
-                   etas.to(v.dtype).contiguous().numpy(), bool(tie), counts.numpy())
+    _product_kernel(bool(tie))(v4.numpy(), a.reshape(steps, -1, n, k).contiguous().numpy(),
+                               b.reshape(steps, -1, k, m).contiguous().numpy(),
+                               etas.to(v.dtype).contiguous().numpy(), counts.numpy())
     return counts.reshape(steps, *lead, n, m)
 
 
