@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_section  # noqa: E402
+from common import write_before_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,17 +87,15 @@ def main() -> None:
         lines.append(f"| {label} | {run} | {first:.1f} | {r['wall_s']:.1f} | {r['import_s']:.1f} | "
                      f"{r['zoo_s']:.1f} | {r['convert_s']:.2f} | {r['run_s']:.2f} | "
                      f"{r['compiles']} |")
-    body = ("Fresh interpreter: import signgd_lab, zoo digits_mlp, convert (extended), run T=64 on "
-            "16 images, one torch thread. *first result*: from the script's first line to the run's "
-            "output (import + zoo + convert + run). *first-ever*: empty numba cache (a new NUMBA_CACHE_DIR); "
-            "*second*: a new process on the cache the first wrote. Wall time includes interpreter "
-            "start. *before*: the worktree given with --before (named in the command); *after*: this "
-            "checkout. The 2 cores are shared with other jobs, so times vary by tenths of a "
-            "second between processes.\n\n"
-            + "\n".join(lines))
-    command = "python benchmarks/cold_start.py" + (f" --before {args.before}" if args.before else "")
-    write_section("Cold start", body, command)
-
+    write_before_after(
+        "Cold start", "cold_start.py", args.before,
+        "Fresh interpreter: import signgd_lab, zoo digits_mlp, convert (extended), run T=64 on 16 "
+        "images, one torch thread. *first result*: from the script's first line to the run's "
+        "output (import + zoo + convert + run). *first-ever*: empty numba cache (a new "
+        "NUMBA_CACHE_DIR); *second*: a new process on the cache the first wrote. Wall time "
+        "includes interpreter start. *before*: the worktree given with --before (named in the "
+        "command); *after*: this checkout. The 2 cores are shared with other jobs, so times vary "
+        "by tenths of a second between processes.", lines)
 
 if __name__ == "__main__":
     main()

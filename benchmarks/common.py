@@ -58,3 +58,12 @@ def write_section(name: str, body: str, command: str) -> None:
     pattern = re.compile(rf"<!-- {re.escape(name)}:begin -->.*?<!-- {re.escape(name)}:end -->", re.S)
     text = pattern.sub(lambda _: stamp, text) if pattern.search(text) else text.rstrip() + "\n\n" + stamp + "\n"
     RESULTS.write_text(text)
+
+
+def write_before_after(name: str, script: str, before: Path | None, text: str,
+                       table: list[str], options: str = "") -> None:
+    """Write section ``name``: ``text``, then the markdown ``table`` (its lines), stamped with
+    the command ``python benchmarks/<script> [--before DIR] <options>``."""
+    command = f"python benchmarks/{script}" + (f" --before {before}" if before else "") + \
+        (f" {options}" if options else "")
+    write_section(name, text.strip() + "\n\n" + "\n".join(table), command)

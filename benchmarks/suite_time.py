@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_section  # noqa: E402
+from common import write_before_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,14 +50,12 @@ def main() -> None:
         print(label, f"{wall:.0f} s", summary, flush=True)
         rows.append(f"| {label} | `pytest {pytest_args}` | {wall / 60:.1f} min ({wall:.0f} s) | "
                     f"{summary} |")
-    body = ("The suite as `make test` runs it (slow tests excluded by pytest's addopts), numba "
-            "kernels already in the on-disk cache, the runs one after the other on the 2-core "
-            "machine. *before*: serial, as the Makefile ran it then; *after*: `-n 2` "
-            "(pytest-xdist, one numba thread per worker), the Makefile's command now.\n\n"
-            + "\n".join(rows))
-    command = "python benchmarks/suite_time.py" + (f" --before {args.before}" if args.before else "")
-    write_section("Test suite time", body, command)
-
+    write_before_after(
+        "Test suite time", "suite_time.py", args.before,
+        "The suite as `make test` runs it (slow tests excluded by pytest's addopts), numba kernels "
+        "already in the on-disk cache, the runs one after the other on the 2-core machine. "
+        "*before*: serial, as the Makefile ran it then; *after*: `-n 2` (pytest-xdist, one numba "
+        "thread per worker), the Makefile's command now.", rows)
 
 if __name__ == "__main__":
     main()
