@@ -78,13 +78,14 @@ def ann_activations(snn: SpikingNetwork, x: torch.Tensor, layers: Sequence[str] 
 
 
 def membrane_targets(snn: SpikingNetwork, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """What the membranes of population ``layer`` approach on input ``x``: the target of the
-    rescaled inputs the neurons see, g(z), in the neurons' own units (the units of a
-    :class:`TraceProbe`'s ``v``; the layer's output in the graph is g(z) * out_scale)."""
+    """What the membranes of population ``layer`` approach on input ``x``, shaped like them:
+    the target of the rescaled inputs the neurons see, g(z), in the neurons' own units (the
+    units of a :class:`TraceProbe`'s ``v``; the layer's output in the graph is g(z) * out_scale),
+    and for matmul product neurons each product a[n, k] b[k, m], (B, N, K, M)."""
     module = snn.neurons[_resolve_layers(snn, [layer])[0]]
     inputs, _ = ann_activations(snn, x, [layer])[layer]
     with torch.no_grad():
-        return module.exact(*module.prepare(*inputs))
+        return module.membrane_targets(*module.prepare(*inputs))
 
 
 @dataclass

@@ -336,3 +336,44 @@ def test_padded_maxpool_converges_with_replicate_padding(dynamics, kernel, strid
     ann = model(x).detach()
     err = ((snn(x, [16, 256]) - ann).norm(dim=-1) / ann.norm(dim=-1)).mean(-1)
     assert err[1] < 0.02 and err[1] < err[0], err
+
+
+@pytest.mark.parametrize("rescale", ["out_scale only", "second divisor only", "batch-1 scales"])
+def test_chain_kernel_applies_every_rescaling_or_runs_neuron_by_neuron(rescale, monkeypatch):
+    """Regression (review): rescalings the chain kernel cannot express (an output scale alone,
+    one divisor) were dropped by the fused path, and scales with a leading batch-1 dim crashed
+    it; now the fused run equals the torch path whatever set_scaling was given, and a changed
+    scaling gets a fresh correction."""
+    import signgd_lab as sl
+    from signgd_lab.dynamics import kernels
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+                          nn.Flatten(), nn.Linear(32, 3)).eval()
+    x = torch.randn(16, 1, 8, 8)
+    snn = sl.convert(model, x, dynamics="paper" if rescale != "batch-1 scales" else "extended")
+    before = snn(x[:2], [16])
+    for name in [n for n in snn.neurons if ".chain." in n]:
+        m = snn.neurons[name]
+        if rescale == "out_scale only":
+            m.set_scaling((), out_scale=torch.tensor(0.5))
+        elif rescale == "second divisor only":
+            m.set_scaling((None, torch.tensor(2.0)))
+        else:
+            m.set_scaling((m.in_scale0[None], m.in_scale1[None]), None, m.out_scale[None])
+    fused = snn(x[:2], [16, 64])
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert torch.equal(snn(x[:2], [16, 64]), fused)
+    assert torch.equal(fused[0], before[0]) == (rescale == "batch-1 scales")
+
+
+def test_dynamics_swapped_for_if_are_refused_at_run_time():
+    import signgd_lab as sl
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(18, 3)).eval()
+    x = torch.randn(8, 1, 8, 8)
+    snn = sl.convert(model, x)
+    snn.dynamics = sl.IFDynamics()
+    with pytest.raises(sl.ConversionError, match="IFDynamics cannot run the max neurons"):
+        snn(x, [4])

@@ -174,3 +174,30 @@ def test_probes_read_between_blocks_and_keep_the_fused_kernels(cnn, monkeypatch)
     for fused, plain_stats in zip(together, by_torch):
         assert fused.spikes == plain_stats.spikes and fused.sops == plain_stats.sops
         assert all(v > 0 for v in fused.spikes.values())
+
+
+def test_membrane_targets_of_product_neurons_are_their_own_products():
+    """Regression (review): for a matmul population membrane_targets gave the summed (N, M)
+    matmul, which a TraceProbe's (N, K, M) indices overran; now one product per membrane."""
+    torch.manual_seed(0)
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.mha(x, x, x, need_weights=False)[0].flatten(1)
+
+    model = Attn().eval()
+    x = torch.randn(16, 4, 8)
+    snn = sl.convert(model, x, dynamics="extended")
+    layer = next(n for n, m in snn.neurons.items() if isinstance(m, sl.conversion.MatmulNeuronOp))
+    targets = membrane_targets(snn, x[:2], layer)
+    inputs, out = ann_activations(snn, x[:2], [layer])[layer]
+    assert targets.shape == snn.neurons[layer].membrane_shape(inputs)  # (B, H, N, K, M)
+    module = snn.neurons[layer]
+    assert torch.allclose(module.scale_output(targets.sum(-2)), out, atol=1e-5)
+    probe = sl.TraceProbe(layer, neurons=6)
+    snn(x[:2], [200], probes=[probe])
+    assert torch.allclose(probe.v[-1], targets[0].flatten()[probe.indices], atol=0.02)

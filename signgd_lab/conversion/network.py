@@ -53,12 +53,17 @@ class SpikingNetwork(nn.Module):
         self._corrections: dict[tuple, Correction] = {}
         self._example_shape: torch.Size | None = graph_module.meta.get("input_shape")
         self._index_modules()
+        self._check_dynamics()
+
+    def _check_dynamics(self) -> None:
+        """Refuse dynamics that cannot run some of the graph's neuron targets."""
         refused = sorted({m.target.name for m in self.neurons.values()
-                          if not dynamics.can_run(m.target)})
+                          if not self.dynamics.can_run(m.target)})
         if refused:
-            raise ConversionError(f"{type(dynamics).__name__} cannot run the {', '.join(refused)} "
-                                  "neurons of this graph; convert the model with these dynamics "
-                                  "(convert(..., dynamics=...)), which refuses such ops by name")
+            raise ConversionError(f"{type(self.dynamics).__name__} cannot run the "
+                                  f"{', '.join(refused)} neurons of this graph; convert the model "
+                                  "with these dynamics (convert(..., dynamics=...)), which refuses "
+                                  "such ops by name")
 
     def _index_modules(self) -> None:
         """The runtime's lookup tables: module id -> population / chain name."""
@@ -96,7 +101,8 @@ class SpikingNetwork(nn.Module):
 
     def correction(self, sample_shape: torch.Size) -> Correction:
         """Offsets and biases for inputs of shape (B, *sample_shape), cached per shape/device."""
-        key = (tuple(sample_shape), self.device, self.dtype)
+        key = (tuple(sample_shape), self.device, self.dtype,
+               tuple(m.scaling_version for m in self.neurons.values()))
         if key in self._corrections:
             return self._corrections[key]
         passes = {}
@@ -138,6 +144,10 @@ class SpikingNetwork(nn.Module):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        if any(not hasattr(m, "scaling_version") for m in self.neurons.values()):
+            raise ConversionError("this network was saved by an older signgd_lab, whose neuron "
+                                  "modules did not own their rescaling; convert the model again "
+                                  "and save the new network")
         self._index_modules()
 
     def save(self, path: str | os.PathLike) -> None:
@@ -219,6 +229,7 @@ class SpikingNetwork(nn.Module):
         """
         ts = check_timestamps(timestamps)
         self._check_input(x)
+        self._check_dynamics()
         if batch_chunk is not None:
             if isinstance(batch_chunk, bool) or not isinstance(batch_chunk, int) or batch_chunk < 1:
                 raise ConversionError(f"batch_chunk must be a positive integer, got {batch_chunk!r}")

@@ -66,6 +66,7 @@ class NeuronOp(nn.Module):
         self.source = source
         self.role = role
         self.runtime: NeuronRuntime | None = None
+        self.scaling_version = 0  # counts set_scaling calls (a network's corrections follow it)
         for name in ("in_shift0", "in_scale0", "in_scale1", "out_scale", "shape_scale"):
             self.register_buffer(name, None)
 
@@ -83,6 +84,7 @@ class NeuronOp(nn.Module):
         for i, d in enumerate(divisors):
             setattr(self, f"in_scale{i}", own(d))
         self.in_shift0, self.out_scale, self.shape_scale = own(shift), own(out_scale), own(shape_scale)
+        self.scaling_version += 1
 
     def divisor(self, i: int) -> torch.Tensor | None:
         """The divisor of input ``i`` (None: not divided)."""
@@ -112,6 +114,11 @@ class NeuronOp(nn.Module):
     def exact(self, *z: torch.Tensor) -> torch.Tensor:
         """The value the neurons approximate on their (rescaled) inputs ``z``."""
         return self.simulated_target().fn(*z)
+
+    def membrane_targets(self, *z: torch.Tensor) -> torch.Tensor:
+        """What each membrane approaches on the rescaled inputs ``z`` (the shape of the
+        membranes: :meth:`membrane_shape`)."""
+        return self.exact(*z)
 
     def forward(self, *x: torch.Tensor) -> torch.Tensor:
         if self.runtime is not None:
@@ -195,6 +202,10 @@ class MatmulNeuronOp(NeuronOp):
     def forced(self, value: float, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         a, b = inputs
         return self.scale_output(torch.matmul(torch.full_like(a, value), torch.ones_like(b)))
+
+    def membrane_targets(self, *z: torch.Tensor) -> torch.Tensor:
+        """a[..., n, k] * b[..., k, m] for every product neuron, (..., N, K, M)."""
+        return z[0].unsqueeze(-1) * z[1].unsqueeze(-3)
 
     def decode(self, state: NeuronState) -> torch.Tensor:
         """sum_k v[..., n, k, m] * out_scale: the estimate of the matmul."""

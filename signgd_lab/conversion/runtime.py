@@ -136,29 +136,33 @@ class Runtime:
             return None
         neurons = list(chain.chain)
         shape = window.shape[1:]
-        scaled = [m.in_scale0 is not None for m in neurons]
-        if any(m.in_shift0 is not None or m.shape_scale is not None for m in neurons) or \
-                any(scaled) and not all(s and m.in_scale1 is not None and m.out_scale is not None
-                                        and torch.equal(m.in_scale0, m.in_scale1)
-                                        for s, m in zip(scaled, neurons)):
+        sample = torch.empty((1, *shape), device="meta")  # one sample's window
+
+        def rescaling(m: NeuronOp) -> tuple:
+            return (m.in_shift0, m.shape_scale, m.in_scale0, m.in_scale1, m.out_scale)
+
+        plain = all(t is None for m in neurons for t in rescaling(m))
+        # the kernel's rescaled form: both inputs divided by the same m, spikes times m'
+        scaled = all(m.in_shift0 is None and m.shape_scale is None and m.in_scale0 is not None
+                     and m.in_scale1 is not None and m.out_scale is not None
+                     and torch.equal(m.in_scale0, m.in_scale1)
+                     and kernels.per_neuron(sample, m.in_scale0, m.out_scale) for m in neurons)
+        if not plain and not scaled:
             return None
         corr = self.correction
 
-        def stack(parts: list[torch.Tensor], lead: tuple[int, ...]) -> torch.Tensor:
-            return torch.stack([torch.broadcast_to(p, (*lead, *shape)).reshape(*lead, -1)
-                                for p in parts]).to(window.dtype)
+        def stack(parts: list[torch.Tensor]) -> torch.Tensor:  # each part: one sample, (n, S)
+            return torch.stack([torch.broadcast_to(p, (1, *shape)).reshape(-1)
+                                for p in parts]).to(window.dtype).contiguous()
 
-        state = NeuronState(tuple(stack([corr.biases[n][i][0] for n in names], (batch,))
-                                  .contiguous() for i in (0, 1)),
+        state = NeuronState(tuple(stack([corr.biases[n][i] for n in names])[:, None]
+                                  .expand(-1, batch, -1).contiguous() for i in (0, 1)),
                             torch.zeros(len(names), batch, shape.numel(), dtype=window.dtype),
                             fired=torch.zeros(len(names), dtype=torch.float64)
                             if self.count_spikes else None)
-        offsets = tuple(stack([corr.offsets[n][i][0] for n in names], ()).contiguous()
-                        for i in (0, 1))
-        scales = None
-        if all(scaled):
-            scales = (stack([m.in_scale0 for m in neurons], ()).contiguous(),
-                      stack([m.out_scale for m in neurons], ()).contiguous())
+        offsets = tuple(stack([corr.offsets[n][i] for n in names]) for i in (0, 1))
+        scales = None if plain else (stack([m.in_scale0 for m in neurons]),
+                                     stack([m.out_scale for m in neurons]))
         for i, n in enumerate(names):
             self._views[n] = (name, i)
         return _FusedChain(state, offsets, scales, shape)
