@@ -38,11 +38,10 @@ class Correction:
 @dataclass
 class _FusedChain:
     """State of a max-pool chain run by the chain kernel: the n neurons' states stacked
-    (x1, x2, v: (n, B, S)), their offsets (n, S) and rescaling (n, S) or None."""
+    (x1, x2, v: (n, B, S)) and their offsets (n, S)."""
 
     state: NeuronState
     offsets: tuple[torch.Tensor, torch.Tensor]
-    scales: tuple[torch.Tensor, torch.Tensor] | None
     window: torch.Size  # one window of one sample
 
 
@@ -102,8 +101,8 @@ class Runtime:
 
     def max_chain(self, chain: MaxPoolChain, y: torch.Tensor) -> torch.Tensor:
         """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that reads
-        the windows in place (CPU kernels, no per-step observer on its neurons), else neuron by
-        neuron; the same numbers either way."""
+        the windows in place (CPU kernels, neurons not rescaled, no per-step observer on them),
+        else neuron by neuron; the same numbers either way."""
         name = self.net.chain_names[id(chain)]
         if self.force is not None or not kernels.usable(y):
             return chain.unfused(y)
@@ -121,8 +120,7 @@ class Runtime:
         state = fused.state
         tie = self.net.dynamics.apply_tie_rule(chain.chain[0].simulated_target()).tie_fires
         out, counts = kernels.max_chain_steps(tie, y, layout, fused.offsets, *state.x_hat,
-                                              state.v, self.etas, fused.scales,
-                                              self.count_spikes)  # (c, B, S)
+                                              state.v, self.etas, self.count_spikes)  # (c, B, S)
         state.t += steps
         if self.count_spikes:
             state.fired = state.fired + counts.sum(1).to(torch.float64)
@@ -134,21 +132,10 @@ class Runtime:
         names = [f"{name}.chain.{i}" for i in range(len(chain.chain))]
         if any(n in self.observers for n in names):
             return None
-        neurons = list(chain.chain)
         shape = window.shape[1:]
-        sample = torch.empty((1, *shape), device="meta")  # one sample's window
-
-        def rescaling(m: NeuronOp) -> tuple:
-            return (m.in_shift0, m.shape_scale, m.in_scale0, m.in_scale1, m.out_scale)
-
-        plain = all(t is None for m in neurons for t in rescaling(m))
-        # the kernel's rescaled form: both inputs divided by the same m, spikes times m'
-        scaled = all(m.in_shift0 is None and m.shape_scale is None and m.in_scale0 is not None
-                     and m.in_scale1 is not None and m.out_scale is not None
-                     and torch.equal(m.in_scale0, m.in_scale1)
-                     and kernels.per_neuron(sample, m.in_scale0, m.out_scale) for m in neurons)
-        if not plain and not scaled:
-            return None
+        if any(t is not None for m in chain.chain for t in (
+                m.in_shift0, m.shape_scale, m.in_scale0, m.in_scale1, m.out_scale)):
+            return None  # rescaled neurons (extended): their own kernels, faster (measured)
         corr = self.correction
 
         def stack(parts: list[torch.Tensor]) -> torch.Tensor:  # each part: one sample, (n, S)
@@ -161,11 +148,9 @@ class Runtime:
                             fired=torch.zeros(len(names), dtype=torch.float64)
                             if self.count_spikes else None)
         offsets = tuple(stack([corr.offsets[n][i] for n in names]) for i in (0, 1))
-        scales = None if plain else (stack([m.in_scale0 for m in neurons]),
-                                     stack([m.out_scale for m in neurons]))
         for i, n in enumerate(names):
             self._views[n] = (name, i)
-        return _FusedChain(state, offsets, scales, shape)
+        return _FusedChain(state, offsets, shape)
 
     # ------------------------------------------------------------------ what probes read
     def state(self, name: str) -> NeuronState:

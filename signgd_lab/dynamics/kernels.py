@@ -325,20 +325,19 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
 
 
 @lru_cache(maxsize=None)
-def _chain_kernel(scaled: bool, counting: bool):
-    """Compiled block kernel of a max-pool chain (see :func:`max_chain_steps`); scaled: the
-    neurons are rescaled; counting: the spikes are counted. A closure over these flags only,
-    so later processes load it from numba's cache."""
+def _chain_kernel(counting: bool):
+    """Compiled block kernel of a max-pool chain (see :func:`max_chain_steps`); counting: the
+    spikes are counted. A closure over this flag only, so later processes load it from numba's
+    cache."""
 
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, pre, post, etas,
-               out, counts):  # pragma: no cover - compiled
+    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas, out,
+               counts):  # pragma: no cover - compiled
         # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
         # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
-        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the output of neuron m - 1 (m = 0:
-        # window 0) and window m + 1, both divided by pre[m] when scaled, and outputs its spikes
-        # times post[m] (scaled) or its spikes; out (T, B, S) gets the last neuron's output and
-        # counts[m, b] gains neuron m's spikes of sample b
+        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the spikes of neuron m - 1 (m = 0:
+        # window 0) and window m + 1; out (T, B, S) gets the last neuron's spikes and, when
+        # counting, counts[m, b] gains neuron m's spikes of sample b
         two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
         n = x1.shape[0]
         steps, batch, size = out.shape
@@ -363,31 +362,17 @@ def _chain_kernel(scaled: bool, counting: bool):
                     prev[j] = windows[0, j]
                 for m in range(n):  # one long loop per neuron: vectorises
                     count = 0
-                    if scaled:
-                        for j in range(size):
-                            a = _charged(x1[m, bi, j], e, two, prev[j] / pre[m, j], off1[m, j])
-                            x1[m, bi, j] = a
-                            b = _charged(x2[m, bi, j], e, two, windows[m + 1, j] / pre[m, j],
-                                         off2[m, j])
-                            x2[m, bi, j] = b
-                            x = v[m, bi, j]
-                            f = _fires(_MAX, False, x, a, b, one, tie, c)
-                            v[m, bi, j] = x - e if f else x + e
-                            prev[j] = post[m, j] if f else zero * post[m, j]
-                            if counting:
-                                count += 1 if f else 0
-                    else:
-                        for j in range(size):
-                            a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
-                            x1[m, bi, j] = a
-                            b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
-                            x2[m, bi, j] = b
-                            x = v[m, bi, j]
-                            f = _fires(_MAX, False, x, a, b, one, tie, c)
-                            v[m, bi, j] = x - e if f else x + e
-                            prev[j] = one if f else zero
-                            if counting:
-                                count += 1 if f else 0
+                    for j in range(size):
+                        a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
+                        x1[m, bi, j] = a
+                        b = _charged(x2[m, bi, j], e, two, windows[m + 1, j], off2[m, j])
+                        x2[m, bi, j] = b
+                        x = v[m, bi, j]
+                        f = _fires(_MAX, False, x, a, b, one, tie, c)
+                        v[m, bi, j] = x - e if f else x + e
+                        prev[j] = one if f else zero
+                        if counting:
+                            count += 1 if f else 0
                     if counting:
                         fired[m] += count
                 for j in range(size):
@@ -422,27 +407,22 @@ def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
 def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[int], list[int]],
                     offsets: tuple[torch.Tensor, torch.Tensor], x1: torch.Tensor,
                     x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor,
-                    scales: tuple[torch.Tensor, torch.Tensor] | None = None,
                     count: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A chain of n max neurons over windows of ``y`` (T*B, ...) for a block of T steps, in one
     pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxPoolChain`): ``layout`` from
-    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm;
-    ``scales`` (input divisors, output scales), each (n, S), when the neurons are rescaled.
-    Returns the last neuron's output (T, B, S) and the spikes per neuron and sample (n, B)
+    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm.
+    Returns the last neuron's spikes (T, B, S) and the spikes per neuron and sample (n, B)
     (zeros unless ``count``); every number equals the neuron-by-neuron path."""
     steps, (n, batch, size) = etas.shape[0], v.shape
     starts, dims, strides = layout
     out = torch.empty(steps, batch, size, dtype=v.dtype)
     counts = np.zeros((n, batch), dtype=np.int64)
     index = np.int64
-    dummy = np.ones((1, 1), dtype=x1.numpy().dtype)
-    pre, post = (dummy, dummy) if scales is None else (s.numpy() for s in scales)
-    _chain_kernel(scales is not None, bool(count))(
+    _chain_kernel(bool(count))(
         np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie), y.reshape(-1).numpy(),
         y.stride(0), np.array(starts, dtype=index), np.array(dims, dtype=index),
         np.array(strides, dtype=index), offsets[0].numpy(), offsets[1].numpy(), x1.numpy(),
-        x2.numpy(), v.numpy(), pre, post, etas.to(v.dtype).contiguous().numpy(), out.numpy(),
-        counts)
+        x2.numpy(), v.numpy(), etas.to(v.dtype).contiguous().numpy(), out.numpy(), counts)
     return out, torch.from_numpy(counts)
 
 
