@@ -214,8 +214,7 @@ class MatmulNeuronOp(NeuronOp):
     def simulate(self, dynamics: "SignGDDynamics | IFDynamics", state: NeuronState,
                  currents: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor],
                  etas: torch.Tensor, observer: Observer | None = None) -> torch.Tensor:
-        drives = tuple(Drive(c if self.divisor(i) is None else torch.div(c, self.divisor(i)), o)
-                       for i, (c, o) in enumerate(zip(currents, offsets)))
+        drives = tuple(Drive(z, o) for z, o in zip(self.prepare(*currents), offsets))
         counts = ProductSumNeurons(self.target).run(state, drives, etas, observer)
         return self.scale_output(counts)
 

@@ -38,11 +38,12 @@ class Correction:
 @dataclass
 class _FusedChain:
     """State of a max-pool chain run by the chain kernel: the n neurons' states stacked
-    (x1, x2, v: (n, B, S)) and their offsets (n, S)."""
+    (x1, x2, v: (n, B, S)), their offsets (n, S) and where the windows lie in a sample."""
 
     state: NeuronState
     offsets: tuple[torch.Tensor, torch.Tensor]
     window: torch.Size  # one window of one sample
+    layout: tuple[list[int], list[int], list[int]]  # kernels.window_layout of the windows
 
 
 class Runtime:
@@ -106,36 +107,39 @@ class Runtime:
         name = self.net.chain_names[id(chain)]
         if self.force is not None or not kernels.usable(y):
             return chain.unfused(y)
-        y = y.contiguous()
-        windows = [y[chain.window_index(i)] for i in range(chain.kernel)]
-        layout = kernels.window_layout(y, windows)
         steps = self.etas.shape[0]
         batch = y.shape[0] // steps
-        if name not in self._chains:
-            self._chains[name] = None if layout is None else self._fuse(name, chain, windows[0],
-                                                                        batch)
+        y = y.contiguous()
+        if name not in self._chains:  # decided on the first block, for the whole run
+            self._chains[name] = self._fuse(name, chain, y, batch)
         fused = self._chains[name]
         if fused is None:
             return chain.unfused(y)
         state = fused.state
         tie = self.net.dynamics.apply_tie_rule(chain.chain[0].simulated_target()).tie_fires
-        out, counts = kernels.max_chain_steps(tie, y, layout, fused.offsets, *state.x_hat,
+        out, counts = kernels.max_chain_steps(tie, y, fused.layout, fused.offsets, *state.x_hat,
                                               state.v, self.etas, self.count_spikes)  # (c, B, S)
         state.t += steps
         if self.count_spikes:
             state.fired = state.fired + counts.sum(1).to(torch.float64)
         return out.reshape(steps * batch, *fused.window)
 
-    def _fuse(self, name: str, chain: MaxPoolChain, window: torch.Tensor, batch: int
+    def _fuse(self, name: str, chain: MaxPoolChain, y: torch.Tensor, batch: int
               ) -> _FusedChain | None:
-        """The stacked state of a chain the kernel can run (None: it runs neuron by neuron)."""
+        """The stacked state of a chain the kernel can run on blocks like ``y`` (contiguous,
+        c*B rows), None when it runs neuron by neuron."""
         names = [f"{name}.chain.{i}" for i in range(len(chain.chain))]
         if any(n in self.observers for n in names):
             return None
-        shape = window.shape[1:]
         if any(t is not None for m in chain.chain for t in (
                 m.in_shift0, m.shape_scale, m.in_scale0, m.in_scale1, m.out_scale)):
             return None  # rescaled neurons (extended): their own kernels, faster (measured)
+        windows = [y[chain.window_index(i)] for i in range(chain.kernel)]
+        layout = kernels.window_layout(y, windows)  # per sample: the same for every block
+        if layout is None:
+            return None
+        window = windows[0]
+        shape = window.shape[1:]
         corr = self.correction
 
         def stack(parts: list[torch.Tensor]) -> torch.Tensor:  # each part: one sample, (n, S)
@@ -150,7 +154,7 @@ class Runtime:
         offsets = tuple(stack([corr.offsets[n][i] for n in names]) for i in (0, 1))
         for i, n in enumerate(names):
             self._views[n] = (name, i)
-        return _FusedChain(state, offsets, shape)
+        return _FusedChain(state, offsets, shape, layout)
 
     # ------------------------------------------------------------------ what probes read
     def state(self, name: str) -> NeuronState:

@@ -51,6 +51,12 @@ class NeuronState:
     t: int = 0
     fired: float | torch.Tensor | None = None
 
+    def count(self, spikes: torch.Tensor | int) -> None:
+        """Add ``spikes`` (a tensor of spikes or spike counts, or their total) to ``fired``
+        when the population counts its spikes."""
+        if self.fired is not None:
+            self.fired += spikes if isinstance(spikes, int) else spikes.sum(dtype=torch.float64)
+
 
 class SignGDNeuron:
     """A population of sign-gradient-descent neurons with target nonlinearity g.
@@ -97,8 +103,7 @@ class SignGDNeuron:
                 tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
                 drives[0].shift, drives[0].divisor, out_scale, layout, state.fired is not None)
             state.t += steps
-            if state.fired is not None:
-                state.fired += fired
+            state.count(fired)
             return spikes
         v = state.v
         seqs = [_estimates(x, d, etas) for x, d in zip(state.x_hat, drives)]  # (T, *S_i) / None
@@ -128,8 +133,7 @@ class SignGDNeuron:
         state.x_hat = tuple(x if seq is None else seq[-1] for x, seq in zip(state.x_hat, seqs))
         state.v = v
         state.t += steps
-        if state.fired is not None:
-            state.fired += spikes.sum(dtype=torch.float64)
+        state.count(spikes)
         return spikes if out_scale is None else spikes * out_scale
 
 
@@ -194,8 +198,7 @@ class ProductSumNeurons:
         if observer is None and kernels.usable(v, seq_a, seq_b) and v.is_contiguous():
             state.t += etas.shape[0]
             counts = kernels.product_steps(v, seq_a, seq_b, etas, self.target.tie_fires)
-            if state.fired is not None:
-                state.fired += counts.sum(dtype=torch.float64)
+            state.count(counts)
             return counts
         n_rows, k_dim, m_dim = v.shape[-3:]
         per_row = max(1, v[..., :1, :, :].numel())
@@ -214,8 +217,7 @@ class ProductSumNeurons:
             state.t += 1
             if observer is not None:
                 observer(state.t, (a.unsqueeze(-1), b.unsqueeze(-3)), v, fire_full.to(v.dtype))
-        if state.fired is not None:
-            state.fired += counts.sum(dtype=torch.float64)
+        state.count(counts)
         return counts
 
 
@@ -254,6 +256,5 @@ class IFNeuron:
             out.append(s)
         state.x_hat, state.v = (x_hat,), v
         spikes = torch.stack(out)
-        if state.fired is not None:
-            state.fired += spikes.sum(dtype=torch.float64)
+        state.count(spikes)
         return spikes
