@@ -2,6 +2,7 @@
 and see the figure change, type a bad value and see the error in the panel itself."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -129,6 +130,13 @@ def _open_and_run_all(driver, url: str, notebook: str) -> None:
           "the notebook to open")
     _wait(driver, lambda d: "Idle" in d.find_element(By.ID, "jp-main-statusbar").text, 120,
           "the kernel to start")
+    _run_all(driver)
+
+
+def _run_all(driver) -> None:
+    """Run > Run All Cells from the menu bar."""
+    from selenium.webdriver.common.by import By
+
     _wait(driver, lambda d: d.find_element(
         By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']"), 30,
           "the Run menu").click()
@@ -137,14 +145,30 @@ def _open_and_run_all(driver, url: str, notebook: str) -> None:
           30, "Run All Cells").click()
 
 
+@contextlib.contextmanager
+def _browser(lab, profile: str):
+    """A headless Chromium driver on the lab server's files; on failure a screenshot
+    ``<profile>.png`` is saved and named with the server log; always closed."""
+    url, tmp_path, (browser, driver_path) = lab
+    driver = _chrome(tmp_path, browser, driver_path, profile)
+    try:
+        yield driver
+    except Exception:
+        shot = tmp_path / f"{profile}.png"
+        driver.save_screenshot(str(shot))
+        print(f"screenshot: {shot}; server log: {tmp_path / 'lab.log'}")
+        raise
+    finally:
+        driver.quit()
+
+
 @pytest.mark.browser
 def test_lab_panel_redraws_and_shows_errors(lab):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    url, tmp_path, (browser, driver_path) = lab
-    driver = _chrome(tmp_path, browser, driver_path, "chrome-panel")
-    try:
+    url = lab[0]
+    with _browser(lab, "chrome-panel") as driver:
         _open_and_run_all(driver, url, "02_lab.ipynb")
 
         def panel(d):  # the first panel: one signGD neuron, with a target box
@@ -168,12 +192,6 @@ def test_lab_panel_redraws_and_shows_errors(lab):
             By.CSS_SELECTOR, ".signgd-panel-error").text, 120, "the error message in the panel")
         assert "unknown target 'no_such_target'" in error
         assert panel_image(driver) is None  # the stale figure is gone, not left as if current
-    except Exception:
-        driver.save_screenshot(str(tmp_path / "lab.png"))
-        print(f"screenshot: {tmp_path / 'lab.png'}; server log: {tmp_path / 'lab.log'}")
-        raise
-    finally:
-        driver.quit()
 
 
 @pytest.mark.browser
@@ -182,17 +200,13 @@ def test_lab_plotly_figure_survives_a_reload(lab):
     figure is drawn again, offline ("Plotly is not defined" was the failure)."""
     from selenium.webdriver.common.by import By
 
-    url, tmp_path, (browser, driver_path) = lab
-    driver = _chrome(tmp_path, browser, driver_path, "chrome-plotly")
+    url, tmp_path, _ = lab
     drawn = ".jp-OutputArea-output .js-plotly-plot svg.main-svg"
-    try:
+    with _browser(lab, "chrome-plotly") as driver:
         _open_and_run_all(driver, url, "plotly_reload.ipynb")
         _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn), 120, "the plotly figure")
         # run it again: the output that had plotly.js once is replaced by the new one
-        driver.find_element(By.XPATH, "//div[contains(@class,'lm-MenuBar-itemLabel') and text()='Run']").click()
-        _wait(driver, lambda d: d.find_element(
-            By.XPATH, "//div[contains(@class,'lm-Menu-itemLabel') and text()='Run All Cells']"),
-              30, "Run All Cells").click()
+        _run_all(driver)
         _wait(driver, lambda d: "[2]" in d.find_element(
             By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-InputPrompt").text,
               120, "the second run")
@@ -209,9 +223,3 @@ def test_lab_plotly_figure_survives_a_reload(lab):
               "the notebook to reopen")
         _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, drawn), 120,
               "the plotly figure after the reload")
-    except Exception:
-        driver.save_screenshot(str(tmp_path / "plotly.png"))
-        print(f"screenshot: {tmp_path / 'plotly.png'}; server log: {tmp_path / 'lab.log'}")
-        raise
-    finally:
-        driver.quit()

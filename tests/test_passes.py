@@ -19,6 +19,17 @@ def neurons(gm):
     return [m for m in gm.modules() if isinstance(m, NeuronOp)]
 
 
+def pooled_cnn(kernel, stride, padding, shape):
+    """(model, x): conv 3x3 - ReLU - MaxPool2d(kernel, stride, padding) - linear in eval mode,
+    and uniform inputs x of ``shape`` (B, 2, H, W), drawn from torch's global generator in
+    that order (conv weights, x, linear weights)."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                          nn.MaxPool2d(kernel, stride, padding), nn.Flatten(), nn.LazyLinear(4))
+    x = torch.rand(shape)
+    model(x)  # sizes the linear layer
+    return model.eval(), x
+
+
 def same(gm, model, x, atol=1e-5):
     with torch.no_grad():
         return torch.allclose(gm(x), model(x), atol=atol, rtol=1e-4)
@@ -298,11 +309,8 @@ def test_maxpool_chain_kernel_gives_the_neuron_by_neuron_numbers(dynamics, kerne
     from signgd_lab.probes import ActivationProbe, TraceProbe
 
     torch.manual_seed(1)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(kernel, stride, padding), nn.Flatten(), nn.LazyLinear(4))
-    x = torch.rand(12, 2, 7, 7)
-    model(x)
-    snn = sl.convert(model.eval(), x, dynamics=dynamics)
+    model, x = pooled_cnn(kernel, stride, padding, (12, 2, 7, 7))
+    snn = sl.convert(model, x, dynamics=dynamics)
     chains = [m for m in snn.graph_module.modules() if isinstance(m, MaxPoolChain)]
     assert [(len(c.chain), c.dim) for c in chains] == [(kernel - 1, -2), (kernel - 1, -1)]
     names = [n for n in snn.neurons if ".chain." in n]
@@ -330,11 +338,8 @@ def test_padded_maxpool_converges_with_replicate_padding(dynamics, kernel, strid
     import signgd_lab as sl
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(kernel, stride, padding), nn.Flatten(), nn.LazyLinear(4))
-    x = torch.rand(16, 2, 9, 9)
-    model(x)
-    snn = sl.convert(model.eval(), x, dynamics=dynamics)
+    model, x = pooled_cnn(kernel, stride, padding, (16, 2, 9, 9))
+    snn = sl.convert(model, x, dynamics=dynamics)
     ann = model(x).detach()
     err = ((snn(x, [16, 256]) - ann).norm(dim=-1) / ann.norm(dim=-1)).mean(-1)
     assert err[1] < 0.02 and err[1] < err[0], err
