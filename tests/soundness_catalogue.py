@@ -108,6 +108,21 @@ def _attention(m, a, b):
     return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
 
 
+def _multi_query_attention(m, a, b):
+    """Two query heads share one key/value head: the key and value operands broadcast over
+    the head dim of the products (the kernel once read past them: silent wrong answers)."""
+    q = a.view(a.shape[0], 4, 2, 4).transpose(1, 2)  # (B, 2 heads, 4 tokens, 4)
+    k, v = b[..., :4].unsqueeze(1), b[..., 4:].unsqueeze(1)  # (B, 1, 4, 4)
+    out = torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v  # (B, 2, 4, 4)
+    return out.transpose(1, 2).reshape(a.shape)  # (B, 4, 8)
+
+
+def _broadcast_left_matmul(m, a, b):
+    """The left operand broadcasts over the head dim: (B, 1, 4, 4) @ (B, 2, 4, 4)."""
+    heads = b.view(b.shape[0], 4, 2, 4).transpose(1, 2)  # (B, 2, 4, 4)
+    return (a[..., :4].unsqueeze(1) @ heads.transpose(-2, -1)).transpose(1, 2).reshape(b.shape)
+
+
 def _squeeze_excite(m, a, b):
     return a * torch.sigmoid(m.extra["fc"](a.mean((2, 3)))).unsqueeze(-1).unsqueeze(-1)
 
@@ -193,6 +208,8 @@ CATALOGUE: list[Pattern] = [
                        extra={"mha": nn.MultiheadAttention(8, 2, batch_first=True)}), S),
     Pattern("sdpa", seq(lambda m, a, b: F.scaled_dot_product_attention(a, b, b)), S),
     Pattern("token_matmul", seq(lambda m, a, b: torch.bmm(a, b.transpose(1, 2)) @ a * 0.2), S),
+    Pattern("multi_query_attention", seq(_multi_query_attention), S),
+    Pattern("broadcast_left_matmul", seq(_broadcast_left_matmul), S),
     # images
     Pattern("squeeze_excite", img(_squeeze_excite, extra={"fc": nn.Linear(4, 4)}), I),
     Pattern("conv_bn_relu", img(lambda m, a, b: F.relu(m.extra["bn"](a)), extra={"bn": nn.BatchNorm2d(4)}), I),

@@ -151,18 +151,49 @@ def test_vectorised_exp_is_within_two_ulp(dtype):
     assert np.array_equal(out[special], rounded[special], equal_nan=True)
 
 
-def test_product_kernel_matches_torch(monkeypatch):
+@pytest.mark.parametrize("heads_a,heads_b", [(3, 3), (3, 1), (1, 3)],
+                         ids=["same-heads", "b-broadcast", "a-broadcast"])
+def test_product_kernel_matches_torch(heads_a, heads_b, monkeypatch):
+    """Including operands that broadcast over a leading dim (one key head shared by three
+    query heads, and the mirror case): the kernel once read past such an operand."""
     g = torch.Generator().manual_seed(0)
-    a0, b0 = torch.rand(2, 3, 5, 4, generator=g), torch.rand(2, 3, 4, 6, generator=g)
-    drives = (Drive(torch.rand(48, 2, 3, 5, 4, generator=g), torch.rand(1, 3, 5, 4, generator=g)),
-              Drive(torch.rand(48, 2, 3, 4, 6, generator=g), torch.rand(1, 3, 4, 6, generator=g)))
+    a0, b0 = torch.rand(2, heads_a, 5, 4, generator=g), torch.rand(2, heads_b, 4, 6, generator=g)
+    drives = (Drive(torch.rand(48, 2, heads_a, 5, 4, generator=g),
+                    torch.rand(1, heads_a, 5, 4, generator=g)),
+              Drive(torch.rand(48, 2, heads_b, 4, 6, generator=g),
+                    torch.rand(1, heads_b, 4, 6, generator=g)))
     results = []
     for enabled in (True, False):
         monkeypatch.setattr(kernels, "ENABLED", enabled)
         state = NeuronState((a0.clone(), b0.clone()), torch.zeros(2, 3, 5, 4, 6))
         results.append((ProductSumNeurons(get_target("mul")).run(state, drives, ETAS), state.v))
+    assert results[0][0].shape == (48, 2, 3, 5, 6)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert results[0][0].max() <= 4  # counts over K = 4 products
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_codec_kernels_match_torch(dtype, monkeypatch):
+    """The float encoder and the signGD decoder: the same numbers with and without the
+    kernels, over blocks of uneven length, for a permuted (non-contiguous) input."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 4, 5, dtype=dtype, generator=g).permute(1, 0, 2)  # (4, 3, 5), strided
+    bias = torch.randn(1, 10, dtype=dtype, generator=g).expand(4, 10)
+    offset = torch.rand(1, 10, dtype=dtype, generator=g)
+    currents = torch.rand(48, 4, 10, dtype=dtype, generator=g)
+    etas = ETAS.to(dtype)
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        encoder, decoder = sl.SignGDDynamics().codec(x, bias, offset)
+        emitted = torch.cat([encoder.emit(etas[:7]), encoder.emit(etas[7:])])
+        decoded = torch.cat([decoder.decode(currents[:30], etas[:30]),
+                             decoder.decode(currents[30:], etas[30:])])
+        results.append((emitted, decoded, encoder.f, decoder.y))
+    assert results[0][0].shape == (48, 4, 3, 5) and results[0][1].shape == (48, 4, 10)
+    for fused, plain in zip(*results):
+        assert fused.dtype == dtype and torch.equal(fused, plain)
+    assert results[0][0][0].sub(0.5 * (1.0 - x)).abs().max() < 1e-6  # e_1 = (1 - x) / 2
 
 
 def test_network_outputs_identical_with_and_without_kernels(zoo_cache, monkeypatch):

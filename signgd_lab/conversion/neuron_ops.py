@@ -190,14 +190,16 @@ class MatmulNeuronOp(NeuronOp):
         return torch.matmul(z[0], z[1])
 
     def membrane_shape(self, inputs: Sequence[torch.Tensor]) -> torch.Size:
-        """(..., N, K, M): one product neuron per (n, k, m)."""
+        """(..., N, K, M): one product neuron per (n, k, m), the leading dims broadcast."""
         a, b = inputs
-        return torch.Size((*a.shape, b.shape[-1]))
+        return torch.Size((*broadcast_shape(a.shape[:-2], b.shape[:-2]), *a.shape[-2:],
+                           b.shape[-1]))
 
     def traffic(self, inputs: Sequence[torch.Tensor]) -> int:
         """Inputs and summed outputs (the membranes do not grow with the block)."""
         a, b = inputs
-        return max(a.numel(), b.numel(), a.numel() // a.shape[-1] * b.shape[-1])
+        shape = self.membrane_shape(inputs)
+        return max(a.numel(), b.numel(), shape.numel() // shape[-2])
 
     def forced(self, value: float, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         a, b = inputs
@@ -224,7 +226,7 @@ class MatmulNeuronOp(NeuronOp):
 
     def ann_macs(self, inputs: Sequence[torch.Tensor]) -> float:
         """N*K*M per matrix product."""
-        return float(inputs[0].numel() * inputs[1].shape[-1])
+        return float(self.membrane_shape(inputs).numel())
 
 
 class MaxPoolChain(nn.Module):

@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import torch
 
+from . import kernels
+
 
 class FloatEncoder:
     """The reference's "float" input encoder (see module docstring for its equations)."""
 
     def __init__(self, x: torch.Tensor) -> None:
         self.x = x
-        self.f = torch.zeros_like(x)
+        self.f = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
 
     def emit(self, etas: torch.Tensor) -> torch.Tensor:
-        """Emitted values for the next ``len(etas)`` steps, shape (T, *x.shape)."""
+        """Emitted values for the next ``len(etas)`` steps, shape (T, *x.shape) (one fused
+        kernel pass on CPU, else torch ops; the same numbers)."""
+        if kernels.usable(self.x, self.f) and self.x.dim() > 0:
+            return kernels.float_encoder(self.f, self.x, etas)
         out = []
         for k in range(etas.shape[0]):
             gradient = self.f - self.x  # rounded once, used twice (the reference's order)
@@ -77,7 +82,12 @@ class SignGDDecoder:
         self.offset = offset
 
     def decode(self, currents: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
-        """Consume (T, *shape) output currents; return the estimate after each step."""
+        """Consume (T, *shape) output currents; return the estimate after each step (one fused
+        kernel pass on CPU, else torch ops; the same numbers)."""
+        if kernels.usable(self.y, currents) and self.y.dim() > 0 and \
+                self.offset.numel() * self.y.shape[0] == self.y.numel():
+            self.y = self.y.contiguous()
+            return kernels.estimates(self.y, currents, self.offset, etas)
         out = []
         for k in range(etas.shape[0]):
             self.y = self.y - etas[k] * (2.0 * currents[k] - self.offset)

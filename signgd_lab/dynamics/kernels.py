@@ -87,6 +87,19 @@ if njit is not None:
                     out[k, bi, j] = a
 
 
+    @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
+    def _float_encoder(half, one, f, x, out, etas):  # pragma: no cover - compiled
+        # e_k = (1 + (f - x)) / 2, f <- f - eta_k (f - x): f / x (B, S), out (T, B, S)
+        steps, batch, size = out.shape
+        for bi in prange(batch):
+            for k in range(steps):
+                e = etas[k]
+                for j in range(size):
+                    gradient = f[bi, j] - x[bi, j]
+                    out[k, bi, j] = half * (one + gradient)
+                    f[bi, j] = f[bi, j] - e * gradient
+
+
 def _constants(param: float) -> list[float]:
     return [2.0, 0.0, 1.0, param, 0.5, 1.702, math.sqrt(0.5), math.sqrt(2.0 / math.pi), 0.044715,
             20.0]
@@ -440,6 +453,19 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
     return out
 
 
+def float_encoder(f: torch.Tensor, x: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
+    """The float encoder's emitted values for a block, (T, *x.shape): e_k = (1 + (f - x)) / 2,
+    then f <- f - eta_k (f - x), with f (contiguous, x's shape) updated in place; the same
+    roundings as the torch ops of :class:`~signgd_lab.dynamics.codec.FloatEncoder`."""
+    steps, batch, dt = etas.shape[0], x.shape[0], x.dtype
+    out = torch.empty(steps, *x.shape, dtype=dt)
+    const = torch.tensor([0.5, 1.0], dtype=dt).numpy()
+    _float_encoder(const[0], const[1], f.reshape(batch, -1).numpy(),
+                   x.reshape(batch, -1).contiguous().numpy(), out.reshape(steps, batch, -1).numpy(),
+                   etas.to(dt).contiguous().numpy())
+    return out
+
+
 def usable(*tensors: torch.Tensor) -> bool:
     """True when the fused CPU kernels can run on these tensors."""
     return ENABLED and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
@@ -466,28 +492,28 @@ def _product_kernel(tie: bool):
 
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def kernel(v, a, b, etas, counts):  # pragma: no cover - compiled
-        # v (P, N, K, M); a (T, P, N, K); b (T, P, K, M); counts (T, P, N, M)
-        p_dim, n_dim, k_dim, m_dim = v.shape
+        # v (P N, K M); a (T, P N, K); b (T, P, K M); counts (T, P N, M). Flat rows with
+        # computed offsets: no per-(n, k) array views in the loop (measured faster)
+        rows, km = v.shape
+        k_dim = a.shape[2]
+        m_dim = km // k_dim
+        n_dim = rows // b.shape[1]
         steps = a.shape[0]
-        for row in prange(p_dim * n_dim):
+        for row in prange(rows):
             p = row // n_dim
-            n = row % n_dim
-            acc = np.zeros(m_dim, dtype=counts.dtype)
             for t in range(steps):
                 e = etas[t]
-                acc[:] = 0
-                for kk in range(k_dim):
-                    x_a = a[t, p, n, kk]
-                    membranes = v[p, n, kk]  # (M,) views: one contiguous inner loop
-                    column = b[t, p, kk]
-                    for m in range(m_dim):
-                        x = membranes[m]
-                        g = x_a * column[m]
-                        fire = x >= g if tie else x > g
-                        membranes[m] = x - e if fire else x + e
-                        acc[m] += 1.0 if fire else 0.0
                 for m in range(m_dim):
-                    counts[t, p, n, m] = acc[m]
+                    counts[t, row, m] = 0.0
+                for kk in range(k_dim):
+                    x_a = a[t, row, kk]
+                    base = kk * m_dim
+                    for m in range(m_dim):
+                        x = v[row, base + m]
+                        g = x_a * b[t, p, base + m]
+                        fire = x >= g if tie else x > g
+                        v[row, base + m] = x - e if fire else x + e
+                        counts[t, row, m] += 1.0 if fire else 0.0
 
     return kernel
 
@@ -499,14 +525,20 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
     lead = v.shape[:-3]
     n, k, m = v.shape[-3:]
     steps = a.shape[0]
-    v4 = v.reshape(-1, n, k, m)
-    counts = torch.empty(steps, v4.shape[0], n, m, dtype=v.dtype)
-    _product_kernel(bool(tie))(v4.numpy(), a.reshape(steps, -1, n, k).contiguous().numpy(),
-                               b.reshape(steps, -1, k, m).contiguous().numpy(),
+    rows = v.numel() // (k * m)  # P N
+    counts = torch.empty(steps, rows, m, dtype=v.dtype)
+    if counts.numel() == 0:
+        return counts.view(steps, *lead, n, m)
+    a = a.expand(steps, *lead, n, k)  # operands broadcast over the leading dims: spelled out
+    b = b.expand(steps, *lead, k, m)
+    _product_kernel(bool(tie))(v.view(rows, k * m).numpy(),
+                               a.reshape(steps, rows, k).contiguous().numpy(),
+                               b.reshape(steps, rows // n, k * m).contiguous().numpy(),
                                etas.to(v.dtype).contiguous().numpy(), counts.numpy())
-    return counts.reshape(steps, *lead, n, m)
+    return counts.view(steps, *lead, n, m)
 
 
-__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "max_chain_steps",
+__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "float_encoder",
+           "max_chain_steps",
            "per_neuron", "population_layout", "population_steps", "product_steps", "sign_steps",
            "usable", "window_layout"]
