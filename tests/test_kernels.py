@@ -172,6 +172,20 @@ def test_product_kernel_matches_torch(heads_a, heads_b, monkeypatch):
     assert results[0][0].max() <= 4  # counts over K = 4 products
 
 
+@pytest.mark.parametrize("target_name,shapes", [("relu", [(4, 6)]), ("mul", [(4, 6), (4, 6)])])
+def test_kernels_broadcast_a_current_smaller_than_the_population(target_name, shapes,
+                                                                 monkeypatch):
+    """A current of one value per sample (T, B, 1) drives all S neurons of the sample: the
+    kernels spell the broadcast out instead of reading S values from it."""
+    target, drives, x0 = population(target_name, shapes, seed=5)
+    drives = [Drive(d.current[..., :1], d.offset) for d in drives]
+    fused, fused_state = run(target, drives, x0, True, monkeypatch, blocks=(20, 28))
+    plain, plain_state = run(target, drives, x0, False, monkeypatch, blocks=(20, 28))
+    assert fused.shape == (48, 4, 6)
+    assert torch.equal(fused, plain) and torch.equal(fused_state.v, plain_state.v)
+    assert all(torch.equal(a, b) for a, b in zip(fused_state.x_hat, plain_state.x_hat))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_codec_kernels_match_torch(dtype, monkeypatch):
     """The float encoder and the signGD decoder: the same numbers with and without the

@@ -303,18 +303,21 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     if layout is None:
         raise ValueError(f"no population kernel {kernel!r} for inputs "
                          f"{[tuple(x.shape) for x in x_hat]} and membranes {tuple(v.shape)}")
-    steps, batch = currents[0].shape[:2]
+    steps, batch = currents[0].shape[0], v.shape[0]
     dt = v.dtype
 
     def vector(t: torch.Tensor) -> "np.ndarray":
         return t.reshape(-1).to(dt).contiguous().numpy()
 
-    def flat(t: torch.Tensor) -> "np.ndarray":  # (T, B, *S) -> (T, B, S), copied if strided
-        return t.reshape(steps, batch, -1).contiguous().numpy()
+    def flat(t: torch.Tensor, like: torch.Tensor) -> "np.ndarray":
+        # (T, B, *S) -> (T, B, S), broadcast to the estimates' shape (the kernel reads S values
+        # per sample) and copied if strided
+        return t.expand(steps, *like.shape).reshape(steps, batch, -1).contiguous().numpy()
 
-    c1, o1 = flat(currents[0]), vector(offsets[0])
+    c1, o1 = flat(currents[0], x_hat[0]), vector(offsets[0])
     if len(currents) > 1:
-        c2, o2, x2 = flat(currents[1]), vector(offsets[1]), x_hat[1].reshape(batch, -1).numpy()
+        c2, o2, x2 = flat(currents[1], x_hat[1]), vector(offsets[1]), \
+            x_hat[1].reshape(batch, -1).numpy()
     else:  # distinct dummies: arrays that alias the first arm's would stop vectorisation
         c2, o2, x2 = np.zeros((1, 1, 1), dtype=c1.dtype), np.zeros(1, dtype=c1.dtype), \
             np.zeros((1, 1), dtype=c1.dtype)
@@ -443,12 +446,13 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
               etas: torch.Tensor) -> torch.Tensor:
     """Input estimates of every step of a block, (T, B, *S): x_hat (B, *S) is updated in place,
     current is (T, B, *S) and offset (1, *S)."""
-    steps, batch = current.shape[:2]
+    steps, batch = current.shape[0], x_hat.shape[0]
     dt = x_hat.dtype
     out = torch.empty(steps, *x_hat.shape, dtype=dt)
     _estimates(torch.tensor(2.0, dtype=dt).numpy()[()],
-               current.reshape(steps, batch, -1).contiguous().numpy(),
-               offset.reshape(-1).to(dt).contiguous().numpy(), x_hat.reshape(batch, -1).numpy(),
+               current.expand(steps, *x_hat.shape).reshape(steps, batch, -1).contiguous().numpy(),
+               torch.broadcast_to(offset, (1, *x_hat.shape[1:])).reshape(-1).to(dt).contiguous()
+               .numpy(), x_hat.reshape(batch, -1).numpy(),
                out.reshape(steps, batch, -1).numpy(), etas.to(dt).contiguous().numpy())
     return out
 
