@@ -19,6 +19,7 @@ from torch import fx, nn
 from ..dynamics.config import IFDynamics, SignGDDynamics
 from ..dynamics.neurons import Observer
 from .errors import ConversionError
+from .heap import retain_freed_memory
 from .memory import check_memory
 from .neuron_ops import MaxPoolChain, NeuronOp, populations
 from .probe import Probe
@@ -248,6 +249,8 @@ class SpikingNetwork(nn.Module):
             raise ConversionError(f"block_steps must be a positive integer, got {steps!r}")
         if not allow_large:
             check_memory(self.estimate_memory(x.shape[1:], batch, steps), self.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # blocks reuse freed buffers instead of faulting pages in
         etas = self.dynamics.etas(total, self.device, self.dtype)
         encoder, decoder = self.dynamics.codec(
             x, corr.out_bias.expand(batch, *corr.out_bias.shape[1:]), corr.out_offset)
