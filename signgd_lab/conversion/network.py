@@ -9,9 +9,10 @@ the neuron modules and the memory guard live in their own modules next to this o
 """
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import fx, nn
@@ -69,8 +70,9 @@ class SpikingNetwork(nn.Module):
     def _index_modules(self) -> None:
         """The runtime's lookup tables: module id -> population / chain name."""
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
-        self.chain_names = {id(m): n for n, m in self.graph_module.named_modules()
-                            if isinstance(m, MaxPoolChain)}
+        chains = {n: m for n, m in self.graph_module.named_modules() if isinstance(m, MaxPoolChain)}
+        self.chain_names = {id(m): n for n, m in chains.items()}
+        self.population_modules = [*self.neurons.values(), *chains.values()]
 
     # ------------------------------------------------------------------ setup
     @property
@@ -83,17 +85,18 @@ class SpikingNetwork(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the network's parameters and buffers."""
-        for t in list(self.graph_module.parameters()) + list(self.graph_module.buffers()):
-            return t.device
-        return torch.device("cpu")
+        first = next(self._tensors(), None)  # the first one: no walk over the whole tree
+        return torch.device("cpu") if first is None else first.device
 
     @property
     def dtype(self) -> torch.dtype:
         """Floating dtype of the network's parameters."""
-        for t in list(self.graph_module.parameters()) + list(self.graph_module.buffers()):
-            if t.is_floating_point():
-                return t.dtype
-        return torch.get_default_dtype()
+        first = next((t for t in self._tensors() if t.is_floating_point()), None)
+        return torch.get_default_dtype() if first is None else first.dtype
+
+    def _tensors(self) -> Iterator[torch.Tensor]:
+        """The graph's parameters, then its buffers (lazily)."""
+        return itertools.chain(self.graph_module.parameters(), self.graph_module.buffers())
 
     def ann(self, x: torch.Tensor) -> torch.Tensor:
         """The converted graph evaluated as an ANN (exact targets)."""
@@ -138,9 +141,9 @@ class SpikingNetwork(nn.Module):
     # ------------------------------------------------------------------ saving
     def __getstate__(self) -> dict:
         """Pickled state: the converted graph, dynamics and neurons; the per-shape corrections
-        and the id-keyed name tables are rebuilt on load."""
+        and the module index (id-keyed name tables, population list) are rebuilt on load."""
         state = dict(self.__dict__)
-        state.update(_corrections={}, neuron_names={}, chain_names={})
+        state.update(_corrections={}, neuron_names={}, chain_names={}, population_modules=[])
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -72,15 +72,13 @@ class Runtime:
 
     def attach(self) -> None:
         """Stand behind every neuron module and max-pool chain of the network."""
-        for module in self.net.graph_module.modules():
-            if isinstance(module, (NeuronOp, MaxPoolChain)):
-                module.runtime = self
+        for module in self.net.population_modules:
+            module.runtime = self
 
     def detach(self) -> None:
         """Leave the modules to compute their exact values again."""
-        for module in self.net.graph_module.modules():
-            if isinstance(module, (NeuronOp, MaxPoolChain)):
-                module.runtime = None
+        for module in self.net.population_modules:
+            module.runtime = None
 
     # ------------------------------------------------------------------ module calls
     def __call__(self, module: NeuronOp, *currents: torch.Tensor) -> torch.Tensor:

@@ -315,16 +315,16 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
         return t.expand(steps, *like.shape).reshape(steps, batch, -1).contiguous().numpy()
 
     c1, o1 = flat(currents[0], x_hat[0]), vector(offsets[0])
+    dummy = _dummies(c1.dtype.str)  # distinct arrays the kernel never reads for absent inputs
     if len(currents) > 1:
         c2, o2, x2 = flat(currents[1], x_hat[1]), vector(offsets[1]), \
             x_hat[1].reshape(batch, -1).numpy()
-    else:  # distinct dummies: arrays that alias the first arm's would stop vectorisation
-        c2, o2, x2 = np.zeros((1, 1, 1), dtype=c1.dtype), np.zeros(1, dtype=c1.dtype), \
-            np.zeros((1, 1), dtype=c1.dtype)
+    else:
+        c2, o2, x2 = dummy[:3]
 
-    def per_neuron_vector(t: torch.Tensor | None) -> "np.ndarray":
-        if t is None:  # a distinct dummy (see above)
-            return np.ones(1, dtype=c1.dtype)
+    def per_neuron_vector(t: torch.Tensor | None, i: int) -> "np.ndarray":
+        if t is None:
+            return dummy[3 + i]
         return vector(torch.broadcast_to(t.to(dt), (1, *v.shape[1:])))
 
     spikes = torch.empty(steps, *v.shape, dtype=dt)
@@ -332,12 +332,27 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     compiled = _population_kernel(_CODES[kernel], len(currents), layout == "row",
                                   scale is not None, shift is not None, divisor is not None,
                                   out_scale is not None, bool(count))
-    compiled(np.array(_constants(param), dtype=c1.dtype), bool(tie), c1, o1, c2, o2,
+    compiled(_constant_array(param, c1.dtype.str), bool(tie), c1, o1, c2, o2,
              x_hat[0].reshape(batch, -1).numpy(), x2, v.reshape(batch, -1).numpy(),
-             per_neuron_vector(scale), per_neuron_vector(shift), per_neuron_vector(divisor),
-             per_neuron_vector(out_scale), etas.to(dt).contiguous().numpy(),
-             spikes.reshape(steps, batch, -1).numpy(), counts)
-    return spikes, int(counts.sum())
+             per_neuron_vector(scale, 0), per_neuron_vector(shift, 1),
+             per_neuron_vector(divisor, 2), per_neuron_vector(out_scale, 3),
+             etas.to(dt).contiguous().numpy(), spikes.reshape(steps, batch, -1).numpy(), counts)
+    return spikes, int(counts.sum()) if count else 0
+
+
+@lru_cache(maxsize=None)
+def _dummies(dtype: str) -> tuple["np.ndarray", ...]:
+    """Stand-ins for absent kernel arguments, made once per dtype (the kernels never read them):
+    a second arm's current, offset and estimate, then the scale, shift, divisor and output
+    scale. Distinct arrays, so none aliases another argument (which would stop vectorisation)."""
+    return (np.zeros((1, 1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 1), dtype),
+            *(np.ones(1, dtype) for _ in range(4)))
+
+
+@lru_cache(maxsize=None)
+def _constant_array(param: float, dtype: str) -> "np.ndarray":
+    """The kernels' constants (:func:`_constants`) in ``dtype``, made once (read only)."""
+    return np.array(_constants(param), dtype=dtype)
 
 
 @lru_cache(maxsize=None)
