@@ -38,8 +38,8 @@ class LivePanel:
                 control.style.description_width = "initial"
             if not control.layout.width:
                 control.layout.min_width = "16em"
-        controls_box = widgets.HBox(list(controls.values()),
-                                    layout=widgets.Layout(flex_flow="row wrap", gap="0.3em 1.5em"))
+        row = widgets.Layout(flex_flow="row wrap", grid_gap="0.3em 1.5em")  # CSS grid-gap = gap
+        controls_box = widgets.HBox(list(controls.values()), layout=row)
         heading = [widgets.HTML(f"<b>{html.escape(title)}</b>")] if title else []
         self.widget = widgets.VBox([*heading, controls_box, self.status, self.output],
                                    layout=widgets.Layout(border="1px solid #ddd", padding="0.4em"))
