@@ -43,7 +43,7 @@ class _FusedChain:
     state: NeuronState
     offsets: tuple[torch.Tensor, torch.Tensor]
     window: torch.Size  # one window of one sample
-    layout: tuple[list[int], list[int], list[int]]  # kernels.window_layout of the windows
+    index: torch.Tensor  # kernels.window_index of the windows: (n + 1, S) offsets in a sample
 
 
 class Runtime:
@@ -99,8 +99,9 @@ class Runtime:
         return out.reshape(-1, *out.shape[2:])  # (c * B, ...)
 
     def max_chain(self, chain: MaxPoolChain, y: torch.Tensor) -> torch.Tensor:
-        """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that reads
-        the windows in place (CPU kernels, neurons not rescaled, no per-step observer on them),
+        """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that gathers
+        the windows from ``y`` through a per-sample index (CPU kernels, neurons not rescaled, no
+        per-step observer on them),
         else neuron by neuron; the same numbers either way."""
         name = self.net.chain_names[id(chain)]
         if self.force is not None or not kernels.usable(y):
@@ -115,7 +116,7 @@ class Runtime:
             return chain.unfused(y)
         state = fused.state
         tie = self.net.dynamics.apply_tie_rule(chain.chain[0].simulated_target()).tie_fires
-        out, counts = kernels.max_chain_steps(tie, y, fused.layout, fused.offsets, *state.x_hat,
+        out, counts = kernels.max_chain_steps(tie, y, fused.index, fused.offsets, *state.x_hat,
                                               state.v, self.etas, self.count_spikes)  # (c, B, S)
         state.t += steps
         if self.count_spikes:
@@ -132,11 +133,9 @@ class Runtime:
         if any(t is not None for m in chain.chain for t in (
                 m.in_shift0, m.shape_scale, m.in_scale0, m.in_scale1, m.out_scale)):
             return None  # rescaled neurons (extended): their own kernels, faster (measured)
-        windows = [y[chain.window_index(i)] for i in range(chain.kernel)]
-        layout = kernels.window_layout(y, windows)  # per sample: the same for every block
-        if layout is None:
-            return None
-        window = windows[0]
+        where = [chain.window_index(i) for i in range(chain.kernel)]
+        index = kernels.window_index(y.shape[1:], where)  # per sample: the same for every block
+        window = y[where[0]]
         shape = window.shape[1:]
         corr = self.correction
 
@@ -152,7 +151,7 @@ class Runtime:
         offsets = tuple(stack([corr.offsets[n][i] for n in names]) for i in (0, 1))
         for i, n in enumerate(names):
             self._views[n] = (name, i)
-        return _FusedChain(state, offsets, shape, layout)
+        return _FusedChain(state, offsets, shape, index)
 
     # ------------------------------------------------------------------ what probes read
     def state(self, name: str) -> NeuronState:

@@ -362,18 +362,17 @@ def _chain_kernel(counting: bool):
     cache."""
 
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def kernel(c, tie, y, sample, starts, dims, strides, off1, off2, x1, x2, v, etas, out,
+    def kernel(c, tie, y, sample, index, off1, off2, x1, x2, v, etas, out,
                counts):  # pragma: no cover - compiled
-        # y: the block's input, flat; window w of output neuron (i1, i2, i3) of sample (k, b)
-        # is y[(k B + b) sample + starts[w] + i1 s1 + i2 s2 + i3 s3]. Neuron m of the chain
-        # (state x1 / x2 / v (n, B, S), offsets (n, S)) takes the spikes of neuron m - 1 (m = 0:
-        # window 0) and window m + 1; out (T, B, S) gets the last neuron's spikes and, when
-        # counting, counts[m, b] gains neuron m's spikes of sample b
+        # y: the block's input, flat; element j of window w of sample (k, b) is
+        # y[(k B + b) sample + index[w, j]]. Neuron m of the chain (state x1 / x2 / v (n, B, S),
+        # offsets (n, S)) takes the spikes of neuron m - 1 (m = 0: window 0) and window m + 1;
+        # out (T, B, S) gets the last neuron's spikes and, when counting, counts[m, b] gains
+        # neuron m's spikes of sample b. The windows are gathered first (one long indexed loop
+        # each), so the neuron loops read contiguous rows and vectorise
         two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
         n = x1.shape[0]
         steps, batch, size = out.shape
-        d1, d2, d3 = dims[0], dims[1], dims[2]
-        s1, s2, s3 = strides[0], strides[1], strides[2]
         for bi in prange(batch):
             windows = np.empty((n + 1, size), dtype=x1.dtype)  # this sample's windows
             prev = np.empty(size, dtype=x1.dtype)  # output of the previous neuron
@@ -381,14 +380,9 @@ def _chain_kernel(counting: bool):
             for k in range(steps):
                 e = etas[k]
                 base = (k * batch + bi) * sample
-                for w in range(n + 1):  # gather (strided reads, sequential writes)
-                    start = base + starts[w]
-                    for i1 in range(d1):
-                        for i2 in range(d2):
-                            row = (i1 * d2 + i2) * d3
-                            pos = start + i1 * s1 + i2 * s2
-                            for i3 in range(d3):
-                                windows[w, row + i3] = y[pos + i3 * s3]
+                for w in range(n + 1):
+                    for j in range(size):
+                        windows[w, j] = y[base + index[w, j]]
                 for j in range(size):
                     prev[j] = windows[0, j]
                 for m in range(n):  # one long loop per neuron: vectorises
@@ -415,45 +409,37 @@ def _chain_kernel(counting: bool):
     return kernel
 
 
-def window_layout(y: torch.Tensor, windows: list[torch.Tensor]
-                  ) -> tuple[list[int], list[int], list[int]] | None:
-    """(start offsets, dims, strides) that address every window (a strided view of the
-    contiguous ``y``, all of one shape and strides) per sample as start + i1 s1 + i2 s2 + i3 s3;
-    None when the windows do not fit that form."""
-    if not y.is_contiguous() or any(w.shape != windows[0].shape or w.stride() != windows[0].stride()
-                                    or w.data_ptr() < y.data_ptr() for w in windows):
-        return None
-    shape, stride = windows[0].shape, windows[0].stride()
-    if shape[0] != y.shape[0] or stride[0] != y.stride(0):
-        return None
-    dims = [(n, st) for n, st in zip(shape[1:], stride[1:]) if n != 1]
-    if len(dims) > 3:
-        return None
-    dims = [(1, 0)] * (3 - len(dims)) + dims
-    base = y.storage_offset()
-    return ([w.storage_offset() - base for w in windows], [n for n, _ in dims],
-            [st for _, st in dims])
+def window_index(sample_shape: torch.Size, windows: list[tuple]) -> torch.Tensor:
+    """Where each window lies in a sample: for each index expression of ``windows`` (applied to
+    a (B, *sample_shape) tensor, leaving dim 0 alone), the flat offsets of its elements within
+    one sample, (len(windows), S) int32 (int64 for samples of 2**31 elements or more)."""
+    size = math.prod(sample_shape)
+    dtype = torch.int32 if size < 2**31 else torch.int64
+    ids = torch.arange(size, dtype=dtype).view(1, *sample_shape)
+    return torch.stack([ids[w].reshape(-1) for w in windows]).contiguous()
 
 
-def max_chain_steps(tie: bool, y: torch.Tensor, layout: tuple[list[int], list[int], list[int]],
+def max_chain_steps(tie: bool, y: torch.Tensor, index: torch.Tensor,
                     offsets: tuple[torch.Tensor, torch.Tensor], x1: torch.Tensor,
                     x2: torch.Tensor, v: torch.Tensor, etas: torch.Tensor,
                     count: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """A chain of n max neurons over windows of ``y`` (T*B, ...) for a block of T steps, in one
-    pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxPoolChain`): ``layout`` from
-    :func:`window_layout`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per arm.
-    Returns the last neuron's spikes (T, B, S) and the spikes per neuron and sample (n, B)
+    pass (see :class:`~signgd_lab.conversion.neuron_ops.MaxPoolChain`): ``index`` (n + 1, S)
+    from :func:`window_index`; state x1, x2, v (n, B, S) updated in place; offsets (n, S) per
+    arm. Returns the last neuron's spikes (T, B, S) and the spikes per neuron and sample (n, B)
     (zeros unless ``count``); every number equals the neuron-by-neuron path."""
     steps, (n, batch, size) = etas.shape[0], v.shape
-    starts, dims, strides = layout
+    if index.shape != (n + 1, size) or y.numel() != steps * batch * y[0].numel():
+        raise ValueError(f"window index {tuple(index.shape)} and input {tuple(y.shape)} do not "
+                         f"fit a chain of {n} neurons over {size} outputs, {steps} steps of "
+                         f"{batch} samples")
     out = torch.empty(steps, batch, size, dtype=v.dtype)
     counts = np.zeros((n, batch), dtype=np.int64)
-    index = np.int64
     _chain_kernel(bool(count))(
-        np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie), y.reshape(-1).numpy(),
-        y.stride(0), np.array(starts, dtype=index), np.array(dims, dtype=index),
-        np.array(strides, dtype=index), offsets[0].numpy(), offsets[1].numpy(), x1.numpy(),
-        x2.numpy(), v.numpy(), etas.to(v.dtype).contiguous().numpy(), out.numpy(), counts)
+        np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
+        y.contiguous().reshape(-1).numpy(), y[0].numel(), index.numpy(), offsets[0].numpy(),
+        offsets[1].numpy(), x1.numpy(), x2.numpy(), v.numpy(), etas.to(v.dtype).contiguous().numpy(),
+        out.numpy(), counts)
     return out, torch.from_numpy(counts)
 
 
@@ -558,6 +544,5 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
 
 
 __all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "float_encoder",
-           "max_chain_steps",
-           "per_neuron", "population_layout", "population_steps", "product_steps", "sign_steps",
-           "usable", "window_layout"]
+           "max_chain_steps", "per_neuron", "population_layout", "population_steps",
+           "product_steps", "sign_steps", "usable", "window_index"]
