@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import signgd_lab as sl
-from signgd_lab.conversion import ConversionError, memory
+from signgd_lab.conversion import ConversionError, heap, memory
 
 
 
@@ -44,6 +44,31 @@ def test_memory_guard_refuses_with_the_estimate(monkeypatch):
     assert torch.equal(chunked, snn(x, [16], block_steps=16))
     with pytest.raises(ConversionError, match="batch_chunk must be a positive integer"):
         snn(x, [16], batch_chunk=0)
+
+
+@pytest.mark.skipif(not heap.malloc_tuning_wanted(),
+                    reason="malloc tuning applies to Linux with glibc only (or is switched off)")
+def test_a_run_sets_the_malloc_thresholds_once(monkeypatch):
+    monkeypatch.setattr(heap, "_state", {})
+    calls = []
+    monkeypatch.setattr(heap, "_mallopt", lambda p, v: calls.append((p, v)) or True)
+    snn = sl.convert(small_net(), torch.rand(8, 6))
+    snn(torch.rand(4, 6), [4])
+    snn(torch.rand(4, 6), [4])
+    assert calls == [(-3, 32 * 2**20), (-1, 512 * 2**20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    assert heap.retain_freed_memory() is True
+
+
+@pytest.mark.parametrize("env", [{"SIGNGD_LAB_MALLOC_TUNING": "0"},
+                                 {"MALLOC_TRIM_THRESHOLD_": "1000000"}])
+def test_malloc_is_left_alone_when_asked(env, monkeypatch):
+    monkeypatch.setattr(heap, "_state", {})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(heap, "_mallopt", lambda p, v: pytest.fail("mallopt was called"))
+    snn = sl.convert(small_net(), torch.rand(8, 6))
+    snn(torch.rand(4, 6), [4])
+    assert heap.retain_freed_memory() is False
 
 
 # ------------------------------------------------------------------ dtypes and devices

@@ -43,8 +43,12 @@ def retain_freed_memory() -> bool:
     if "tuned" not in _state:
         tuned = False
         if malloc_tuning_wanted():
-            libc = ctypes.CDLL(None)
-            tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-                bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+            tuned = _mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and \
+                _mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
         _state["tuned"] = tuned
     return _state["tuned"]
+
+
+def _mallopt(param: int, value: int) -> bool:
+    """glibc's ``mallopt(param, value)``; True when it accepted the setting."""
+    return bool(ctypes.CDLL(None).mallopt(param, value))
