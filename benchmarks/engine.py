@@ -50,14 +50,17 @@ runs = {
     "layer_errors": lambda: probes.layer_errors(model, snn, x, ts),
 }
 times = {k: [] for k in runs}
+ratios = []  # each plain run over the ANN forwards timed right before and after it
 with torch.no_grad():
     for fn in runs.values():  # warm-up: kernel compilation or cache loading
         fn()
     for _ in range(repeats):
         for key, fn in runs.items():
             times[key].append(timed(fn, 20 if key == "ann" else 1))
+        ann_after = timed(runs["ann"], 20)
+        ratios.append(times["plain"][-1] / (64 * (times["ann"][-1] + ann_after)))
 med = {k: statistics.median(v) for k, v in times.items()}
-print(json.dumps({"package": sl.__file__, "ratio": med["plain"] / (128 * med["ann"]),
+print(json.dumps({"package": sl.__file__, "ratio": statistics.median(ratios),
                   "plain_s": med["plain"],
                   "spike_stats": med["spike_stats"] / med["plain"],
                   "spike_stats_over_T": med["spike_stats_over_T"] / med["plain_ts"],
@@ -120,8 +123,10 @@ def main() -> None:
         args.before,
         f"Batch 64, one torch thread and {threads}, median of {args.repeats} repeats in each "
         f"process; {args.rounds} processes per code version in the order before, after, after, "
-        "before (the machine is shared: the least disturbed process of each is shown). `before` "
-        "is the worktree named in the command."
+        "before (the machine is shared: the least disturbed process of each is shown). The "
+        "ratio of a repeat is its SNN run over the mean of 20 ANN forwards timed just before "
+        "and 20 just after it (the machine's speed drifts within a process); the median of "
+        "these ratios is shown. `before` is the worktree named in the command."
         "\n\nSimulation time over ANN time:\n\n" + "\n".join(ratio)
         + "\n\nProbe cost, as a multiple of a plain run of the same steps (T=128 for "
         f"spike_stats; T={PROBE_TS} for spike_stats_over_T and layer_errors, against a plain "
