@@ -27,7 +27,8 @@ import json, resource, statistics, sys, time
 import torch
 torch.set_num_threads(1)
 import signgd_lab as sl
-name, dynamics, repeats, blocks = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+name, dynamics = sys.argv[1], sys.argv[2]
+repeats, blocks = int(sys.argv[3]), json.loads(sys.argv[4])
 model, (x_tr, _), (x_te, _) = sl.zoo.load(name)
 x = x_te[:64]
 snn = sl.convert(model, x_tr[:256], dynamics=dynamics)

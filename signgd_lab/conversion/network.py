@@ -68,7 +68,8 @@ class SpikingNetwork(nn.Module):
                                   "such ops by name")
 
     def _index_modules(self) -> None:
-        """The runtime's lookup tables: module id -> population / chain name."""
+        """The runtime's lookup tables (module id -> population / chain name) and the list of
+        population modules it attaches to."""
         self.neuron_names = {id(m): n for n, m in self.neurons.items()}
         chains = {n: m for n, m in self.graph_module.named_modules() if isinstance(m, MaxPoolChain)}
         self.chain_names = {id(m): n for n, m in chains.items()}

@@ -234,7 +234,7 @@ class MaxPoolChain(nn.Module):
     stride, ..] along ``dim`` and a chain of k - 1 pairwise max populations,
     m_1 = max(w_0, w_1), m_i = max(m_{i-1}, w_i) (each a :class:`NeuronOp`, rescaled on its own
     by the scaling pass). The chain owns the window geometry, so the runtime can run the whole
-    chain in one kernel that reads the windows of ``y`` in place; without a runtime (or where
+    chain in one kernel that gathers the windows from ``y`` itself; without a runtime (or where
     the kernel does not apply) it calls the neurons one by one, with the same numbers."""
 
     def __init__(self, neurons: Sequence[NeuronOp], dim: int, kernel: int, stride: int,

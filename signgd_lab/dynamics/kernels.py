@@ -86,7 +86,6 @@ if njit is not None:
                     x[bi, j] = a
                     out[k, bi, j] = a
 
-
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
     def _float_encoder(half, one, f, x, out, etas):  # pragma: no cover - compiled
         # e_k = (1 + (f - x)) / 2, f <- f - eta_k (f - x): f / x (B, S), out (T, B, S)
@@ -122,8 +121,9 @@ if njit is not None:
         # g(a, b) of one target (c: the constants)
         if code == _RELU:
             return a if a > c[_ZERO] else c[_ZERO]
-        if code == _LEAKY:
-            return a if a >= c[_ZERO] else c[_PARAM] * a
+        if code == _LEAKY:  # both sides computed: a load inside a branch stops vectorisation
+            scaled = c[_PARAM] * a
+            return a if a >= c[_ZERO] else scaled
         if code == _ABS:
             return abs(a)
         if code == _SQUARE:
@@ -165,6 +165,17 @@ if njit is not None:
         return v >= g if tie else v > g
 
 
+if njit is not None:
+    @njit(cache=True, error_model="numpy")
+    def _total(tally):  # pragma: no cover - compiled
+        # the spikes a block's tally holds (each entry a whole number of at most the block's
+        # steps, so exact in any float type), as an integer
+        total = 0
+        for j in range(tally.shape[0]):
+            total += int(tally[j])
+        return total
+
+
 @lru_cache(maxsize=None)
 def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: bool,
                        divided: bool, multiplied: bool, counting: bool):
@@ -188,7 +199,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
             width = size // rows
             for bi in prange(batch):
                 spread = np.empty(size, dtype=x1.dtype)  # the row values, one per neuron
-                fired = 0
+                tally = np.zeros(size if counting else 1, dtype=x1.dtype)  # spikes per neuron
                 for k in range(steps):
                     e = etas[k]
                     for r in range(rows):
@@ -208,14 +219,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         f = _fires(code, scaled, x, a, spread[j],
                                    scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        if counting:
-                            fired += 1 if f else 0
+                        if counting:  # per neuron, not a sum: the loop stays vectorised
+                            tally[j] += one if f else zero
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
                 if counting:
-                    counts[bi] += fired
+                    counts[bi] += _total(tally)
     else:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
         def kernel(c, tie, cur1, off1, cur2, off2, x1, x2, v, scale, shift, pre, post, etas,
@@ -224,7 +235,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
             two, zero, one = c[_TWO], c[_ZERO], c[_ONE]
             steps, batch, size = cur1.shape
             for bi in prange(batch):
-                fired = 0
+                tally = np.zeros(size if counting else 1, dtype=x1.dtype)  # spikes per neuron
                 for k in range(steps):
                     e = etas[k]
                     for j in range(size):
@@ -242,14 +253,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         x = v[bi, j]
                         f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        if counting:
-                            fired += 1 if f else 0
+                        if counting:  # per neuron, not a sum: the loop stays vectorised
+                            tally[j] += one if f else zero
                         if multiplied:
                             spikes[k, bi, j] = post[j] if f else zero * post[j]
                         else:
                             spikes[k, bi, j] = one if f else zero
                 if counting:
-                    counts[bi] += fired
+                    counts[bi] += _total(tally)
 
     return kernel
 
@@ -376,7 +387,7 @@ def _chain_kernel(counting: bool):
         for bi in prange(batch):
             windows = np.empty((n + 1, size), dtype=x1.dtype)  # this sample's windows
             prev = np.empty(size, dtype=x1.dtype)  # output of the previous neuron
-            fired = np.zeros(n, dtype=np.int64)
+            tally = np.zeros((n, size) if counting else (1, 1), dtype=x1.dtype)  # per neuron
             for k in range(steps):
                 e = etas[k]
                 base = (k * batch + bi) * sample
@@ -386,7 +397,6 @@ def _chain_kernel(counting: bool):
                 for j in range(size):
                     prev[j] = windows[0, j]
                 for m in range(n):  # one long loop per neuron: vectorises
-                    count = 0
                     for j in range(size):
                         a = _charged(x1[m, bi, j], e, two, prev[j], off1[m, j])
                         x1[m, bi, j] = a
@@ -397,14 +407,12 @@ def _chain_kernel(counting: bool):
                         v[m, bi, j] = x - e if f else x + e
                         prev[j] = one if f else zero
                         if counting:
-                            count += 1 if f else 0
-                    if counting:
-                        fired[m] += count
+                            tally[m, j] += one if f else zero
                 for j in range(size):
                     out[k, bi, j] = prev[j]
             if counting:
                 for m in range(n):
-                    counts[m, bi] += fired[m]
+                    counts[m, bi] += _total(tally[m])
 
     return kernel
 
@@ -438,8 +446,8 @@ def max_chain_steps(tie: bool, y: torch.Tensor, index: torch.Tensor,
     _chain_kernel(bool(count))(
         np.array(_constants(0.0), dtype=x1.numpy().dtype), bool(tie),
         y.contiguous().reshape(-1).numpy(), y[0].numel(), index.numpy(), offsets[0].numpy(),
-        offsets[1].numpy(), x1.numpy(), x2.numpy(), v.numpy(), etas.to(v.dtype).contiguous().numpy(),
-        out.numpy(), counts)
+        offsets[1].numpy(), x1.numpy(), x2.numpy(), v.numpy(),
+        etas.to(v.dtype).contiguous().numpy(), out.numpy(), counts)
     return out, torch.from_numpy(counts)
 
 
