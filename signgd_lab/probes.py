@@ -325,7 +325,8 @@ class SpikeCounter(Probe):
         if module in self._dense:
             self.dense_macs += macs
         else:  # every nonzero input is a spike (times a scale): one accumulate per synapse
-            self._synapse_ops += float(torch.count_nonzero(x)) * macs / max(x.numel(), 1)
+            nonzero = x.bool().sum()  # what count_nonzero counts, several times faster on CPU
+            self._synapse_ops += float(nonzero) * macs / max(x.numel(), 1)
 
 
 _AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
