@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_section  # noqa: E402
+from common import run_child, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("digits_cnn", "digits_mlp", "digits_attention")
@@ -50,7 +48,7 @@ with torch.no_grad():
     for i in range(repeats):  # then every length in turn, the order reversed every other time
         for c in blocks if i % 2 == 0 else blocks[::-1]:
             timed(c)
-print(json.dumps({"default": default,
+print(json.dumps({"package": sl.__file__, "default": default,
                   "ms": {c: 1e3 * statistics.median(v) for c, v in times.items()},
                   "faults": {c: statistics.median(v) for c, v in faults.items()}}))
 """
@@ -58,11 +56,9 @@ print(json.dumps({"default": default,
 
 def child(name: str, dynamics: str, repeats: int, tuning: bool) -> dict:
     """One process measuring every block length of ``name``."""
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", SIGNGD_LAB_MALLOC_TUNING="1" if tuning else "0")
-    out = subprocess.run([sys.executable, "-c", CHILD, name, dynamics, str(repeats),
-                          json.dumps(BLOCKS)], env=env, cwd=ROOT, capture_output=True, text=True,
-                         check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child(ROOT, CHILD, (name, dynamics, str(repeats), json.dumps(BLOCKS)),
+                     {"NUMBA_NUM_THREADS": "1",
+                      "SIGNGD_LAB_MALLOC_TUNING": "1" if tuning else "0"})
 
 
 def main() -> None:

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_before_after  # noqa: E402
+from common import run_child, write_before_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,16 +51,10 @@ def fresh_process(repo: Path, cache: str) -> dict:
     """Run the script once in a new interpreter importing signgd_lab from ``repo``, with numba's
     cache in ``cache``; its phase times, its wall time (interpreter start included) and the
     number of numba compilations."""
-    env = dict(os.environ, PYTHONPATH=str(repo), NUMBA_CACHE_DIR=cache)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True, env=env,
-                         cwd=tempfile.gettempdir(), timeout=900)
+    result = run_child(repo, CHILD, env={"NUMBA_CACHE_DIR": cache}, cwd=tempfile.gettempdir(),
+                       timeout=900)
     wall = time.perf_counter() - t0
-    if out.returncode:
-        raise RuntimeError(out.stderr)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["package"].startswith(str(repo)):
-        raise RuntimeError(f"imported {result['package']}, expected a package under {repo}")
     return {**result, "wall_s": wall}
 
 

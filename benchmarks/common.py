@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -20,6 +23,23 @@ def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return (f"{platform.node() or 'host'}: {os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, "
             f"{torch.get_num_threads()} torch threads, python {platform.python_version()}")
+
+
+def run_child(code: Path, script: str, args: tuple[str, ...] = (), env: dict | None = None,
+              cwd: Path | str | None = None, timeout: float | None = None) -> dict:
+    """Run ``python -c script *args`` in a fresh interpreter that imports signgd_lab from the
+    checkout ``code`` (extra ``env`` variables set; working directory ``cwd``, default ``code``)
+    and return the JSON object its last line prints. The child must report
+    ``signgd_lab.__file__`` as ``"package"``: a child that imported another copy is refused."""
+    out = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=str(code), **(env or {})),
+                         cwd=code if cwd is None else cwd, timeout=timeout)
+    if out.returncode:
+        raise RuntimeError(f"the child process failed:\n{out.stderr}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["package"].startswith(str(code)):
+        raise RuntimeError(f"the child imported {result['package']}, not the package in {code}")
+    return result
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5) -> float:

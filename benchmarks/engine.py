@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_before_after  # noqa: E402
+from common import run_child, write_before_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("digits_cnn", "digits_mlp", "digits_attention")
@@ -70,14 +68,8 @@ print(json.dumps({"package": sl.__file__, "ratio": statistics.median(ratios),
 
 def child(code: Path, name: str, dynamics: str, repeats: int, numba_threads: int) -> dict:
     """Run the measurements of one model with the package at ``code`` in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(code), NUMBA_NUM_THREADS=str(numba_threads))
-    out = subprocess.run([sys.executable, "-c", CHILD, name, dynamics, str(repeats),
-                          json.dumps(PROBE_TS)], env=env, cwd=code, capture_output=True,
-                         text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["package"].startswith(str(code)):
-        raise RuntimeError(f"child imported {result['package']}, not the package in {code}")
-    return result
+    return run_child(code, CHILD, (name, dynamics, str(repeats), json.dumps(PROBE_TS)),
+                     {"NUMBA_NUM_THREADS": str(numba_threads)})
 
 
 def main() -> None:

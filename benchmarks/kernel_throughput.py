@@ -9,14 +9,11 @@ thread, with the data in cache. Before and after a change, each in its own child
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_before_after  # noqa: E402
+from common import run_child, write_before_after  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,13 +58,7 @@ print(json.dumps({"package": signgd_lab.__file__, "ns": out}))
 
 def child(code: Path) -> dict:
     """ns per neuron-step of every target with the package at ``code``, in a fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(code), NUMBA_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=code, capture_output=True,
-                         text=True, check=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    if not result["package"].startswith(str(code)):
-        raise RuntimeError(f"child imported {result['package']}, not the package in {code}")
-    return result["ns"]
+    return run_child(code, CHILD, env={"NUMBA_NUM_THREADS": "1"})["ns"]
 
 
 def main() -> None:
