@@ -101,8 +101,7 @@ class Runtime:
     def max_chain(self, chain: MaxPoolChain, y: torch.Tensor) -> torch.Tensor:
         """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that gathers
         the windows from ``y`` through a per-sample index (CPU kernels, neurons not rescaled, no
-        per-step observer on them),
-        else neuron by neuron; the same numbers either way."""
+        per-step observer on them), else neuron by neuron; the same numbers either way."""
         name = self.net.chain_names[id(chain)]
         if self.force is not None or not kernels.usable(y):
             return chain.unfused(y)
