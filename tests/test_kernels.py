@@ -151,11 +151,15 @@ def test_vectorised_exp_is_within_two_ulp(dtype):
     assert np.array_equal(out[special], rounded[special], equal_nan=True)
 
 
-@pytest.mark.parametrize("heads_a,heads_b", [(3, 3), (3, 1), (1, 3)],
-                         ids=["same-heads", "b-broadcast", "a-broadcast"])
-def test_product_kernel_matches_torch(heads_a, heads_b, monkeypatch):
+@pytest.mark.parametrize("heads_a,heads_b,tile_rows", [
+    (3, 3, None), (3, 1, None), (1, 3, None), (3, 3, 2), (3, 1, 1)],
+    ids=["same-heads", "b-broadcast", "a-broadcast", "tiles-of-2-rows", "tiles-of-1-row"])
+def test_product_kernel_matches_torch(heads_a, heads_b, tile_rows, monkeypatch):
     """Including operands that broadcast over a leading dim (one key head shared by three
-    query heads, and the mirror case): the kernel once read past such an operand."""
+    query heads, and the mirror case): the kernel once read past such an operand. The kernel
+    takes N = 5 rows a tile at a time; small tiles leave a remainder."""
+    if tile_rows is not None:
+        monkeypatch.setattr(kernels, "_PRODUCT_TILE", tile_rows * 4 * 6)  # K * M per row
     g = torch.Generator().manual_seed(0)
     a0, b0 = torch.rand(2, heads_a, 5, 4, generator=g), torch.rand(2, heads_b, 4, 6, generator=g)
     drives = (Drive(torch.rand(48, 2, heads_a, 5, 4, generator=g),

@@ -498,35 +498,47 @@ def sign_steps(v: torch.Tensor, g: torch.Tensor, etas: torch.Tensor, tie: bool) 
     return spikes
 
 
+#: membranes (elements) of the rows a product kernel takes through a whole block of steps before
+#: it moves on: they stay in the core's cache from one step to the next (measured: 16k-64k best)
+_PRODUCT_TILE = 2**15
+
+
 @lru_cache(maxsize=None)
 def _product_kernel(tie: bool):
     """Compiled block kernel of product neurons summed over K (see :func:`product_steps`), with
     the tie rule a compile-time constant (a closure over a plain bool: cached on disk)."""
 
     @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
-    def kernel(v, a, b, etas, counts):  # pragma: no cover - compiled
-        # v (P N, K M); a (T, P N, K); b (T, P, K M); counts (T, P N, M). Flat rows with
-        # computed offsets: no per-(n, k) array views in the loop (measured faster)
+    def kernel(v, a, b, etas, counts, tile):  # pragma: no cover - compiled
+        # v (P N, K M); a (T, P N, K); b (T, P, K M); counts (T, P N, M). Each task takes the N
+        # rows of one p (they share b) a tile of rows at a time through every step: the rows'
+        # membranes stay in cache and each step reads a, b and counts in long runs (2-3x faster
+        # than one row at a time, whose step-strided reads missed the TLB)
         rows, km = v.shape
         k_dim = a.shape[2]
         m_dim = km // k_dim
-        n_dim = rows // b.shape[1]
+        p_dim = b.shape[1]
+        n_dim = rows // p_dim
         steps = a.shape[0]
-        for row in prange(rows):
-            p = row // n_dim
-            for t in range(steps):
-                e = etas[t]
-                for m in range(m_dim):
-                    counts[t, row, m] = 0.0
-                for kk in range(k_dim):
-                    x_a = a[t, row, kk]
-                    base = kk * m_dim
-                    for m in range(m_dim):
-                        x = v[row, base + m]
-                        g = x_a * b[t, p, base + m]
-                        fire = x >= g if tie else x > g
-                        v[row, base + m] = x - e if fire else x + e
-                        counts[t, row, m] += 1.0 if fire else 0.0
+        one = counts.dtype.type(1.0)  # the counts' dtype: no float64 round trip per spike
+        zero = counts.dtype.type(0.0)
+        for p in prange(p_dim):
+            for first in range(p * n_dim, (p + 1) * n_dim, tile):
+                last = min(first + tile, (p + 1) * n_dim)
+                for t in range(steps):
+                    e = etas[t]
+                    for row in range(first, last):
+                        for m in range(m_dim):
+                            counts[t, row, m] = zero
+                        for kk in range(k_dim):
+                            x_a = a[t, row, kk]
+                            base = kk * m_dim
+                            for m in range(m_dim):
+                                x = v[row, base + m]
+                                g = x_a * b[t, p, base + m]
+                                fire = x >= g if tie else x > g
+                                v[row, base + m] = x - e if fire else x + e
+                                counts[t, row, m] += one if fire else zero
 
     return kernel
 
@@ -538,16 +550,17 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
     lead = v.shape[:-3]
     n, k, m = v.shape[-3:]
     steps = a.shape[0]
+    if v.numel() == 0:  # no neurons (or K = 0: no spikes to sum)
+        return torch.zeros(steps, *lead, n, m, dtype=v.dtype)
     rows = v.numel() // (k * m)  # P N
     counts = torch.empty(steps, rows, m, dtype=v.dtype)
-    if counts.numel() == 0:
-        return counts.view(steps, *lead, n, m)
     a = a.expand(steps, *lead, n, k)  # operands broadcast over the leading dims: spelled out
     b = b.expand(steps, *lead, k, m)
     _product_kernel(bool(tie))(v.view(rows, k * m).numpy(),
                                a.reshape(steps, rows, k).contiguous().numpy(),
                                b.reshape(steps, rows // n, k * m).contiguous().numpy(),
-                               etas.to(v.dtype).contiguous().numpy(), counts.numpy())
+                               etas.to(v.dtype).contiguous().numpy(), counts.numpy(),
+                               max(1, _PRODUCT_TILE // (k * m)))
     return counts.view(steps, *lead, n, m)
 
 
