@@ -96,8 +96,9 @@ def main() -> None:
         "Population kernels: ns per neuron-step", "kernel_throughput.py", args.before,
         "`kernels.population_steps` on a block of 32 steps x 64 samples x 96 neurons, one numba "
         "thread, data in cache; the fastest of 15 calls, the lower of "
-        f"{args.rounds} processes per code version. exp-based targets use the vectorised exp; "
-        "gelu_erf, gelu_tanh, tanh and softplus call the C library per neuron-step. "
+        f"{args.rounds} processes per code version. exp-based targets use the vectorised exp, "
+        "gelu_erf the vectorised float32 erf (code older than it calls the C library); "
+        "gelu_tanh, tanh and softplus call the C library per neuron-step. "
         f"`{PRODUCT}`: `kernels.product_steps` on the shapes of digits_attention's q k^T "
         "(64 samples x 2 heads, N = K = M = 16), 9 steps (that model's block length); its "
         "spikes are always summed over K, and it has no rescaled form.",

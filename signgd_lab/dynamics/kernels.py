@@ -13,10 +13,12 @@ plain flags, so numba's on-disk cache (``NUMBA_CACHE_DIR``, else ``__pycache__``
 every later process: only the first process on a machine compiles it. Targets made of exact
 IEEE operations (relu, leaky_relu, abs, square, max, mul, div, the x1/sqrt(x2) rule) give the
 torch path's numbers bit for bit. The exp-based targets (exp, gelu, silu, sigmoid, softplus) use
-:func:`~signgd_lab.dynamics.vecmath.vexp` (within 2 ulp) and gelu_erf / gelu_tanh / tanh the
-C library: their g may differ from torch's (itself not the same in its vectorised and scalar
-loops) in the last bit, which changes a spike only at a tie that close (tested). ``ENABLED``
-turns the kernels off (then everything runs as torch ops); so does ``SIGNGD_LAB_NO_KERNELS=1``.
+:func:`~signgd_lab.dynamics.vecmath.vexp` (within 2 ulp), gelu_erf
+:func:`~signgd_lab.dynamics.vecmath.verf` (float32, within 1 ulp; float64: the C library), and
+gelu_tanh / tanh the C library: their g may differ from torch's (itself not the same in its
+vectorised and scalar loops) in the last bit, which changes a spike only at a tie that close
+(tested). ``ENABLED`` turns the kernels off (then everything runs as torch ops); so does
+``SIGNGD_LAB_NO_KERNELS=1``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from functools import lru_cache
 
 import torch
 
-from .vecmath import vexp
+from .vecmath import verf, vexp
 
 try:  # numba is a dependency; the torch path still works where it cannot be imported
     import numpy as np
@@ -38,7 +40,7 @@ ENABLED = njit is not None and os.environ.get("SIGNGD_LAB_NO_KERNELS", "") in ("
 _CHUNK = 2048
 
 #: targets the population kernels compute: exact IEEE arithmetic (bit for bit with torch), and
-#: transcendental ones (vexp or the C library: within a few ulp of torch)
+#: transcendental ones (vexp, verf or the C library: within a few ulp of torch)
 EXACT_TARGETS = ("relu", "leaky_relu", "abs", "square", "max", "mul", "div", "rsqrt_div")
 TRANSCENDENTAL_TARGETS = ("exp", "gelu", "gelu_erf", "gelu_tanh", "silu", "sigmoid", "tanh",
                           "softplus")
@@ -118,7 +120,7 @@ if njit is not None:
     # dispatchers), so the kernels that call them can be loaded from numba's on-disk cache.
     @njit(cache=True, error_model="numpy")
     def _target(code, a, b, c):  # pragma: no cover - compiled
-        # g(a, b) of one target (c: the constants)
+        # g(a, b) of one target (c: the constants); gelu_erf's is in _fires_gelu_erf
         if code == _RELU:
             return a if a > c[_ZERO] else c[_ZERO]
         if code == _LEAKY:  # both sides computed: a load inside a branch stops vectorisation
@@ -138,8 +140,6 @@ if njit is not None:
             return vexp(a)
         if code == _GELU:  # x sigmoid(1.702 x)
             return a * (c[_ONE] / (c[_ONE] + vexp(-(c[_GELU_K] * a))))
-        if code == _GELU_ERF:
-            return a * c[_HALF] * (c[_ONE] + math.erf(a * c[_SQRT1_2]))
         if code == _GELU_TANH:
             inner = c[_TANH_BETA] * (a + c[_TANH_KAPPA] * (a * a * a))
             return c[_HALF] * a * (c[_ONE] + math.tanh(inner))
@@ -162,6 +162,17 @@ if njit is not None:
             g = _target(code, s * a, b, c) / s
         else:
             g = _target(code, a, b, c)
+        return v >= g if tie else v > g
+
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _fires_gelu_erf(scaled, v, a, s, tie, c):  # pragma: no cover - compiled
+        # _fires for gelu_erf, x (1 + erf(x / sqrt 2)) / 2 with the vectorised erf. numba inlines
+        # it into the kernel: LLVM would not inline a function this large, and a call per
+        # neuron-step keeps the loop from vectorising (34 ns per neuron-step instead of 6-7)
+        z = s * a if scaled else a
+        g = z * c[_HALF] * (c[_ONE] + verf(z * c[_SQRT1_2]))
+        if scaled:
+            g = g / s
         return v >= g if tie else v > g
 
 
@@ -216,8 +227,9 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         x = v[bi, j]
-                        f = _fires(code, scaled, x, a, spread[j],
-                                   scale[j] if scaled else one, tie, c)
+                        s = scale[j] if scaled else one
+                        f = (_fires_gelu_erf(scaled, x, a, s, tie, c) if code == _GELU_ERF
+                             else _fires(code, scaled, x, a, spread[j], s, tie, c))
                         v[bi, j] = x - e if f else x + e
                         if counting:  # per neuron, not a sum: the loop stays vectorised
                             tally[j] += one if f else zero
@@ -251,7 +263,9 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                             if code == _RSQRT:
                                 b = math.sqrt(b)
                         x = v[bi, j]
-                        f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
+                        s = scale[j] if scaled else one
+                        f = (_fires_gelu_erf(scaled, x, a, s, tie, c) if code == _GELU_ERF
+                             else _fires(code, scaled, x, a, b, s, tie, c))
                         v[bi, j] = x - e if f else x + e
                         if counting:  # per neuron, not a sum: the loop stays vectorised
                             tally[j] += one if f else zero
