@@ -144,7 +144,7 @@ def test_bad_timestamps(timestamps, message):
 
 @pytest.mark.parametrize("x,message", [
     (torch.full((2, 6), float("nan")), "NaN"), (torch.ones(2, 6, dtype=torch.int64), "dtype"),
-    (torch.rand(2, 7), "per-sample shape")])
+    (torch.rand(2, 7), "per-sample shape"), (torch.rand(0, 6), "no samples")])
 def test_bad_network_input(x, message):
     snn = sl.convert(small_net(), torch.rand(8, 6))
     with pytest.raises(ConversionError, match=message):

@@ -67,6 +67,36 @@ def test_kernels_match_torch_bit_for_bit(name, shapes, params, monkeypatch):
     assert torch.equal(blocked, plain)
 
 
+@pytest.mark.parametrize("per_row", [True, False], ids=["row", "elementwise"])
+def test_rsqrt_div_kernel_matches_torch_at_ties_over_a_long_run(per_row, monkeypatch):
+    """LayerNorm's x1 / sqrt(x2) rule over 256 steps, where its estimates settle and v lands on
+    sqrt(x2) v == x1 exactly: the torch path's sqrt must round once, as the kernel's does
+    (torch's CPU sqrt is 1 ulp off for about 20% of float32 inputs, which fired the kernel and
+    not the torch path at such ties, after step 150)."""
+    steps = 256
+    etas = sl.SignGDDynamics().etas(steps)
+    shapes = [(16, 4, 32), (16, 4, 1 if per_row else 32)]
+    spikes = []
+    for seed in range(2):
+        g = torch.Generator().manual_seed(seed)
+        drives = [Drive(torch.rand(steps, *s, generator=g) * 2 - 0.5,
+                        torch.rand(1, *s[1:], generator=g)) for s in shapes]
+        x0 = [torch.randn(*shapes[0], generator=g), torch.rand(*shapes[1], generator=g) + 0.5]
+        for enabled in (True, False):
+            monkeypatch.setattr(kernels, "ENABLED", enabled)
+            state = NeuronState(tuple(x.clone() for x in x0), torch.zeros(shapes[0]))
+            spikes.append(SignGDNeuron(get_target("rsqrt_div")).run(state, drives, etas))
+    assert all(torch.equal(a, b) for a, b in zip(spikes[::2], spikes[1::2]))
+
+
+def test_target_sqrt_rounds_once():
+    """The targets' sqrt against numpy's (IEEE) on 10^6 float32 inputs: equal everywhere."""
+    from signgd_lab.dynamics.targets import _sqrt
+
+    x = torch.rand(1_000_000, generator=torch.Generator().manual_seed(0)) * 8
+    assert torch.equal(_sqrt(x), torch.from_numpy(np.sqrt(x.numpy())))
+
+
 @pytest.mark.parametrize("name,shapes,params", TRANSCENDENTAL_CASES,
                          ids=[case_id(c) for c in TRANSCENDENTAL_CASES])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -212,6 +242,22 @@ def test_product_kernel_matches_torch(heads_a, heads_b, tile_rows, monkeypatch):
     assert results[0][0].shape == (48, 2, 3, 5, 6)
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
     assert results[0][0].max() <= 4  # counts over K = 4 products
+
+
+def test_product_kernel_broadcasts_an_operand_with_fewer_leading_dims(monkeypatch):
+    """a (4, N, K) against b (3, 4, K, M): matmul aligns the leading dims from the right; the
+    kernel once lined a's step dim up against b's first leading dim and raised."""
+    g = torch.Generator().manual_seed(1)
+    a0, b0 = torch.rand(4, 9, 6, generator=g), torch.rand(3, 4, 6, 5, generator=g)
+    drives = (Drive(torch.rand(48, 4, 9, 6, generator=g), torch.rand(1, 9, 6, generator=g)),
+              Drive(torch.rand(48, 3, 4, 6, 5, generator=g), torch.rand(1, 4, 6, 5, generator=g)))
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        state = NeuronState((a0.clone(), b0.clone()), torch.zeros(3, 4, 9, 6, 5))
+        results.append((ProductSumNeurons(get_target("mul")).run(state, drives, ETAS), state.v))
+    assert results[0][0].shape == (48, 3, 4, 9, 5)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
 @pytest.mark.parametrize("target_name,shapes", [("relu", [(4, 6)]), ("mul", [(4, 6), (4, 6)])])

@@ -192,6 +192,9 @@ class SpikingNetwork(nn.Module):
         if not x.is_floating_point():
             raise ConversionError(f"input has dtype {x.dtype}; pass a float tensor "
                                   f"(x.to({self.dtype}))")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ConversionError(f"input {tuple(x.shape)} has no samples; pass a batch of at "
+                                  f"least one (B, ...), e.g. x.unsqueeze(0) for one sample")
         if x.device != self.device:
             raise ConversionError(f"input is on {x.device} but the network is on {self.device}; "
                                   f"move one of them (x.to('{self.device}') or snn.to(...))")

@@ -557,6 +557,13 @@ def _product_kernel(tie: bool):
     return kernel
 
 
+def _spelled_out(x: torch.Tensor, lead: torch.Size, tail: tuple[int, int]) -> torch.Tensor:
+    """An operand (T, *P', *tail) broadcast over the membranes' leading dims P (P' aligned to
+    P's right, as matmul broadcasts): (T, *P, *tail), a view."""
+    missing = len(lead) - (x.dim() - 1 - len(tail))
+    return x.reshape(x.shape[0], *([1] * missing), *x.shape[1:]).expand(x.shape[0], *lead, *tail)
+
+
 def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch.Tensor,
                   tie: bool) -> torch.Tensor:
     """Product neurons summed over K: v (*P, N, K, M) updated in place; a (T, *P, N, K),
@@ -568,8 +575,7 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
         return torch.zeros(steps, *lead, n, m, dtype=v.dtype)
     rows = v.numel() // (k * m)  # P N
     counts = torch.empty(steps, rows, m, dtype=v.dtype)
-    a = a.expand(steps, *lead, n, k)  # operands broadcast over the leading dims: spelled out
-    b = b.expand(steps, *lead, k, m)
+    a, b = _spelled_out(a, lead, (n, k)), _spelled_out(b, lead, (k, m))
     _product_kernel(bool(tie))(v.view(rows, k * m).numpy(),
                                a.reshape(steps, rows, k).contiguous().numpy(),
                                b.reshape(steps, rows // n, k * m).contiguous().numpy(),

@@ -164,7 +164,7 @@ def _estimates(x_hat: torch.Tensor, drive: torch.Tensor | Drive | None, etas: to
     same arithmetic."""
     if drive is None:
         return None
-    if isinstance(drive, Drive) and kernels.usable(x_hat, drive.current):
+    if isinstance(drive, Drive) and x_hat.numel() and kernels.usable(x_hat, drive.current):
         return kernels.estimates(x_hat.contiguous(), drive.input(), drive.offset, etas)
     d = drive.tensor() if isinstance(drive, Drive) else drive
     scaled = etas.view(-1, *([1] * (d.dim() - 1))) * d  # eta_k * d_k for every k at once
