@@ -227,9 +227,11 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         a = _charged(x1[bi, j], e, two, i1, off1[j])
                         x1[bi, j] = a
                         x = v[bi, j]
-                        s = scale[j] if scaled else one
-                        f = (_fires_gelu_erf(scaled, x, a, s, tie, c) if code == _GELU_ERF
-                             else _fires(code, scaled, x, a, spread[j], s, tie, c))
+                        if code == _GELU_ERF:
+                            f = _fires_gelu_erf(scaled, x, a, scale[j] if scaled else one, tie, c)
+                        else:
+                            f = _fires(code, scaled, x, a, spread[j],
+                                       scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
                         if counting:  # per neuron, not a sum: the loop stays vectorised
                             tally[j] += one if f else zero
@@ -263,9 +265,10 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                             if code == _RSQRT:
                                 b = math.sqrt(b)
                         x = v[bi, j]
-                        s = scale[j] if scaled else one
-                        f = (_fires_gelu_erf(scaled, x, a, s, tie, c) if code == _GELU_ERF
-                             else _fires(code, scaled, x, a, b, s, tie, c))
+                        if code == _GELU_ERF:
+                            f = _fires_gelu_erf(scaled, x, a, scale[j] if scaled else one, tie, c)
+                        else:
+                            f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
                         if counting:  # per neuron, not a sum: the loop stays vectorised
                             tally[j] += one if f else zero
