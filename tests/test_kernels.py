@@ -219,6 +219,18 @@ def test_vectorised_erf_is_within_one_ulp():
     assert re.search(r"<\d+ x double>", next(iter(apply.inspect_llvm().values())))
 
 
+def products_both_ways(a0, b0, drives, membranes, monkeypatch) -> torch.Tensor:
+    """Product neurons from estimates a0, b0 run with the kernel and with torch ops: asserts
+    the counts and the membranes are identical and returns the counts."""
+    results = []
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        state = NeuronState((a0.clone(), b0.clone()), torch.zeros(membranes))
+        results.append((ProductSumNeurons(get_target("mul")).run(state, drives, ETAS), state.v))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    return results[0][0]
+
+
 @pytest.mark.parametrize("heads_a,heads_b,tile_rows", [
     (3, 3, None), (3, 1, None), (1, 3, None), (3, 3, 2), (3, 1, 1)],
     ids=["same-heads", "b-broadcast", "a-broadcast", "tiles-of-2-rows", "tiles-of-1-row"])
@@ -234,14 +246,9 @@ def test_product_kernel_matches_torch(heads_a, heads_b, tile_rows, monkeypatch):
                     torch.rand(1, heads_a, 5, 4, generator=g)),
               Drive(torch.rand(48, 2, heads_b, 4, 6, generator=g),
                     torch.rand(1, heads_b, 4, 6, generator=g)))
-    results = []
-    for enabled in (True, False):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
-        state = NeuronState((a0.clone(), b0.clone()), torch.zeros(2, 3, 5, 4, 6))
-        results.append((ProductSumNeurons(get_target("mul")).run(state, drives, ETAS), state.v))
-    assert results[0][0].shape == (48, 2, 3, 5, 6)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
-    assert results[0][0].max() <= 4  # counts over K = 4 products
+    counts = products_both_ways(a0, b0, drives, (2, 3, 5, 4, 6), monkeypatch)
+    assert counts.shape == (48, 2, 3, 5, 6)
+    assert counts.max() <= 4  # counts over K = 4 products
 
 
 def test_product_kernel_broadcasts_an_operand_with_fewer_leading_dims(monkeypatch):
@@ -251,13 +258,8 @@ def test_product_kernel_broadcasts_an_operand_with_fewer_leading_dims(monkeypatc
     a0, b0 = torch.rand(4, 9, 6, generator=g), torch.rand(3, 4, 6, 5, generator=g)
     drives = (Drive(torch.rand(48, 4, 9, 6, generator=g), torch.rand(1, 9, 6, generator=g)),
               Drive(torch.rand(48, 3, 4, 6, 5, generator=g), torch.rand(1, 4, 6, 5, generator=g)))
-    results = []
-    for enabled in (True, False):
-        monkeypatch.setattr(kernels, "ENABLED", enabled)
-        state = NeuronState((a0.clone(), b0.clone()), torch.zeros(3, 4, 9, 6, 5))
-        results.append((ProductSumNeurons(get_target("mul")).run(state, drives, ETAS), state.v))
-    assert results[0][0].shape == (48, 3, 4, 9, 5)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    counts = products_both_ways(a0, b0, drives, (3, 4, 9, 6, 5), monkeypatch)
+    assert counts.shape == (48, 3, 4, 9, 5)
 
 
 @pytest.mark.parametrize("target_name,shapes", [("relu", [(4, 6)]), ("mul", [(4, 6), (4, 6)])])
