@@ -117,6 +117,44 @@ def test_exp_based_kernels_agree_with_torch(name, shapes, params, dtype, monkeyp
     assert torch.equal(blocked, fused)  # the kernel is block-length independent
 
 
+def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkeypatch):
+    """The kernel a population prepares on its first block serves the next blocks; it is
+    prepared anew when an offset or a scale changes (in place or replaced), and reads a replaced
+    state tensor: spikes and final state equal the torch path's under the same changes."""
+    target, drives, x0 = population("leaky_relu", [(4, 7)], seed=5, slope=0.2)
+    shift, divisor, out_scale = (torch.rand(1, 7) + 0.5 for _ in range(3))
+
+    def blocks(enabled: bool) -> tuple[torch.Tensor, list, NeuronState]:
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        state = NeuronState((x0[0].clone(),), torch.zeros(4, 7))
+        offset, prepared, out = drives[0].offset.clone(), [], []
+        for start in range(0, 48, 8):
+            if start == 16:
+                offset.mul_(0.5)  # in place: the same tensor, a new version
+            if start == 24:
+                divisor.add_(0.25)
+            if start == 32:
+                state.v = state.v.clone()  # replaced state
+            current = drives[0].current[start:start + 8]
+            drive = Drive(current, offset, divisor, shift)
+            out.append(SignGDNeuron(target).run(state, (drive,), ETAS[start:start + 8],
+                                                out_scale=out_scale))
+            prepared.append(state.kernel)
+        return torch.cat(out), prepared, state
+
+    divisor0 = divisor.clone()
+    fused, prepared, s1 = blocks(True)
+    divisor.copy_(divisor0)
+    plain, _, s2 = blocks(False)
+    divisor.copy_(divisor0)
+    assert torch.equal(fused, plain)
+    assert torch.equal(s1.v, s2.v) and torch.equal(s1.x_hat[0], s2.x_hat[0])  # the new state
+    assert isinstance(prepared[0], kernels.PopulationKernel)
+    assert prepared[0] is prepared[1]  # nothing changed: reused
+    assert prepared[1] is not prepared[2] and prepared[2] is not prepared[3]  # offset, divisor
+    assert prepared[3] is prepared[4] is prepared[5]  # a replaced state: read, not re-prepared
+
+
 def test_rescaled_target_runs_in_the_kernel(monkeypatch):
     """h(z) = g(s z) / s (the extended recipe's GELU) with a per-neuron scale."""
     target, drives, x0 = population("gelu_erf", [(6, 3, 4)], seed=3)

@@ -154,9 +154,9 @@ def test_probes_read_between_blocks_and_keep_the_fused_kernels(cnn, monkeypatch)
     x = x[:8]
     ts = [5, 13, 24]  # no common divisor: a gcd-block scheme would step one at a time
     calls = []
-    for name in ("population_steps", "max_chain_steps"):
-        original = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, f=original, **k: calls.append(1) or f(*a, **k))
+    for owner, name in ((kernels.PopulationKernel, "__call__"), (kernels, "max_chain_steps")):
+        original = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, f=original, **k: calls.append(1) or f(*a, **k))
     snn(x, ts)
     plain = len(calls)
     assert plain > 0

@@ -195,8 +195,9 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
     shifted / divided / multiplied: ``shift`` is subtracted from the first input current, which
     is then divided by ``pre``, and the spikes are multiplied by ``post`` (per neuron), as a
     neuron module's rescaling ``(x - c) / m -> g -> * m'`` would; counting: ``counts[b]`` gains
-    the spikes of sample b. The kernel is a closure over these flags only (ints and bools: numba's cache
-    keys on their values), so a later process loads it from the cache instead of compiling it."""
+    the spikes of sample b. The kernel is a closure over these flags only (ints and bools:
+    numba's cache keys on their values), so a later process loads it from the cache instead of
+    compiling it."""
 
     if row:
         @njit(parallel=True, cache=True, boundscheck=False, error_model="numpy")
@@ -326,46 +327,93 @@ def population_steps(kernel: str, param: float, tie: bool, currents: tuple[torch
     multiplication). Returns the spikes (T, B, *S) and how many there were (0 unless
     ``count``: counting costs a little speed). ``layout`` is
     :func:`population_layout`'s answer when the caller has it already; ``kernel`` names the
-    target (:attr:`~signgd_lab.dynamics.Target.kernel`)."""
-    layout = layout or population_layout(kernel, x_hat, v, offsets, scale)
-    if layout is None:
-        raise ValueError(f"no population kernel {kernel!r} for inputs "
-                         f"{[tuple(x.shape) for x in x_hat]} and membranes {tuple(v.shape)}")
-    steps, batch = currents[0].shape[0], v.shape[0]
-    dt = v.dtype
+    target (:attr:`~signgd_lab.dynamics.Target.kernel`). A population that runs block after
+    block prepares a :class:`PopulationKernel` once instead."""
+    return PopulationKernel(kernel, param, tie, offsets, x_hat, v, scale, shift, divisor,
+                            out_scale, layout, count)(currents, x_hat, v, etas)
 
-    def vector(t: torch.Tensor) -> "np.ndarray":
-        return t.reshape(-1).to(dt).contiguous().numpy()
 
-    def flat(t: torch.Tensor, like: torch.Tensor) -> "np.ndarray":
-        # (T, B, *S) -> (T, B, S), broadcast to the estimates' shape (the kernel reads S values
-        # per sample) and copied if strided
-        return t.expand(steps, *like.shape).reshape(steps, batch, -1).contiguous().numpy()
+class PopulationKernel:
+    """:func:`population_steps` for one population, with what stays the same from block to
+    block prepared once: the layout, the compiled kernel, the offsets and per-neuron scales as
+    arrays. Call it on each block's ``(currents, x_hat, v, etas)``; :meth:`fits` says whether it
+    still describes a population (the same tensors, not modified in place since)."""
 
-    c1, o1 = flat(currents[0], x_hat[0]), vector(offsets[0])
-    dummy = _dummies(c1.dtype.str)  # distinct arrays the kernel never reads for absent inputs
-    if len(currents) > 1:
-        c2, o2, x2 = flat(currents[1], x_hat[1]), vector(offsets[1]), \
-            x_hat[1].reshape(batch, -1).numpy()
-    else:
-        c2, o2, x2 = dummy[:3]
+    def __init__(self, kernel: str, param: float, tie: bool, offsets: tuple[torch.Tensor, ...],
+                 x_hat: tuple[torch.Tensor, ...], v: torch.Tensor,
+                 scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+                 divisor: torch.Tensor | None = None, out_scale: torch.Tensor | None = None,
+                 layout: str | None = None, count: bool = False) -> None:
+        layout = layout or population_layout(kernel, x_hat, v, offsets, scale)
+        if layout is None:
+            raise ValueError(f"no population kernel {kernel!r} for inputs "
+                             f"{[tuple(x.shape) for x in x_hat]} and membranes {tuple(v.shape)}")
+        dt = v.dtype
+        self.target = (kernel, param, bool(tie))  # what the neurons compute
+        self.dtype, self.count = dt, bool(count)
+        self.shapes = (tuple(x.shape for x in x_hat), v.shape)
+        self._sources = tuple((t, t._version) for t in (*offsets, scale, shift, divisor, out_scale)
+                              if t is not None)
 
-    def per_neuron_vector(t: torch.Tensor | None, i: int) -> "np.ndarray":
-        if t is None:
-            return dummy[3 + i]
-        return vector(torch.broadcast_to(t.to(dt), (1, *v.shape[1:])))
+        def vector(t: torch.Tensor) -> "np.ndarray":
+            return t.reshape(-1).to(dt).contiguous().numpy()
 
-    spikes = torch.empty(steps, *v.shape, dtype=dt)
-    counts = np.zeros(batch, dtype=np.int64)
-    compiled = _population_kernel(_CODES[kernel], len(currents), layout == "row",
-                                  scale is not None, shift is not None, divisor is not None,
-                                  out_scale is not None, bool(count))
-    compiled(_constant_array(param, c1.dtype.str), bool(tie), c1, o1, c2, o2,
-             x_hat[0].reshape(batch, -1).numpy(), x2, v.reshape(batch, -1).numpy(),
-             per_neuron_vector(scale, 0), per_neuron_vector(shift, 1),
-             per_neuron_vector(divisor, 2), per_neuron_vector(out_scale, 3),
-             etas.to(dt).contiguous().numpy(), spikes.reshape(steps, batch, -1).numpy(), counts)
-    return spikes, int(counts.sum()) if count else 0
+        self._o1 = vector(offsets[0])
+        self._dummy = _dummies(self._o1.dtype.str)  # arrays the kernel never reads
+        self._o2 = vector(offsets[1]) if len(offsets) > 1 else self._dummy[1]
+        self._per_neuron = tuple(self._dummy[3 + i] if t is None else vector(
+            torch.broadcast_to(t.to(dt), (1, *v.shape[1:])))
+            for i, t in enumerate((scale, shift, divisor, out_scale)))
+        self._constants = _constant_array(param, self._o1.dtype.str)
+        self._tie = bool(tie)
+        self._compiled = _population_kernel(
+            _CODES[kernel], len(offsets), layout == "row", scale is not None, shift is not None,
+            divisor is not None, out_scale is not None, self.count)
+        self._state: tuple = ()  # (state tensors of the last block, their arrays)
+
+    def fits(self, offsets: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
+             v: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None,
+             divisor: torch.Tensor | None, out_scale: torch.Tensor | None, count: bool) -> bool:
+        """True when this kernel was prepared for these very tensors (none modified in place
+        since), state of these shapes and dtype, and this counting."""
+        sources = tuple(t for t in (*offsets, scale, shift, divisor, out_scale) if t is not None)
+        return bool(count) == self.count and len(sources) == len(self._sources) and \
+            all(t is s and t._version == n for t, (s, n) in zip(sources, self._sources)) and \
+            v.dtype == self.dtype and self.shapes == (tuple(x.shape for x in x_hat), v.shape)
+
+    def __call__(self, currents: tuple[torch.Tensor, ...], x_hat: tuple[torch.Tensor, ...],
+                 v: torch.Tensor, etas: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Run one block: see :func:`population_steps`."""
+        steps, batch = currents[0].shape[0], v.shape[0]
+        dummy = self._dummy
+
+        def flat(c: torch.Tensor, x: torch.Tensor) -> "np.ndarray":
+            # a current (T, B, *S) as (T, B, S), broadcast to its estimate's shape (the kernel
+            # reads S values per sample) and copied if strided
+            return c.expand(steps, *x.shape).reshape(steps, batch, -1).contiguous().numpy()
+
+        if len(x_hat) > 1:
+            x1, x2, v_ = self._arrays((*x_hat, v), batch)
+            c1, c2 = flat(currents[0], x_hat[0]), flat(currents[1], x_hat[1])
+        else:
+            (x1, v_), x2 = self._arrays((x_hat[0], v), batch), dummy[2]
+            c1, c2 = flat(currents[0], x_hat[0]), dummy[0]
+        spikes = torch.empty(steps, *v.shape, dtype=self.dtype)
+        counts = np.zeros(batch, dtype=np.int64)
+        self._compiled(
+            self._constants, self._tie, c1, self._o1, c2, self._o2, x1, x2, v_,
+            *self._per_neuron, etas.to(self.dtype).contiguous().numpy(),
+            spikes.reshape(steps, batch, -1).numpy(), counts)
+        return spikes, int(counts.sum()) if self.count else 0
+
+    def _arrays(self, state: tuple[torch.Tensor, ...], batch: int) -> tuple["np.ndarray", ...]:
+        """The state tensors as (B, S) arrays (the kernel updates them in place, so a population
+        passes the same tensors block after block: their arrays are kept)."""
+        tensors, arrays = self._state or ((), ())
+        if len(tensors) != len(state) or any(t is not s for t, s in zip(tensors, state)):
+            arrays = tuple(t.reshape(batch, -1).numpy() for t in state)
+            self._state = (state, arrays)
+        return arrays
 
 
 @lru_cache(maxsize=None)
@@ -375,6 +423,12 @@ def _dummies(dtype: str) -> tuple["np.ndarray", ...]:
     scale. Distinct arrays, so none aliases another argument (which would stop vectorisation)."""
     return (np.zeros((1, 1, 1), dtype), np.zeros(1, dtype), np.zeros((1, 1), dtype),
             *(np.ones(1, dtype) for _ in range(4)))
+
+
+@lru_cache(maxsize=None)
+def _dtype_str(dtype: torch.dtype) -> str:
+    """numpy's name of a torch dtype ('<f4' for float32)."""
+    return torch.empty((), dtype=dtype).numpy().dtype.str
 
 
 @lru_cache(maxsize=None)
@@ -475,7 +529,7 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
     steps, batch = current.shape[0], x_hat.shape[0]
     dt = x_hat.dtype
     out = torch.empty(steps, *x_hat.shape, dtype=dt)
-    _estimates(torch.tensor(2.0, dtype=dt).numpy()[()],
+    _estimates(_constant_array(0.0, _dtype_str(dt))[_TWO],
                current.expand(steps, *x_hat.shape).reshape(steps, batch, -1).contiguous().numpy(),
                torch.broadcast_to(offset, (1, *x_hat.shape[1:])).reshape(-1).to(dt).contiguous()
                .numpy(), x_hat.reshape(batch, -1).numpy(),
@@ -587,6 +641,6 @@ def product_steps(v: torch.Tensor, a: torch.Tensor, b: torch.Tensor, etas: torch
     return counts.view(steps, *lead, n, m)
 
 
-__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "estimates", "float_encoder",
-           "max_chain_steps", "per_neuron", "population_layout", "population_steps",
-           "product_steps", "sign_steps", "usable", "window_index"]
+__all__ = ["ENABLED", "EXACT_TARGETS", "TRANSCENDENTAL_TARGETS", "PopulationKernel", "estimates",
+           "float_encoder", "max_chain_steps", "per_neuron", "population_layout",
+           "population_steps", "product_steps", "sign_steps", "usable", "window_index"]

@@ -44,12 +44,14 @@ class NeuronState:
     """State of a population of neurons: input estimate(s) ``x_hat`` and output estimate ``v``;
     ``t`` counts the steps taken so far (the next step is t + 1) and ``fired`` the spikes the
     whole population (every sample) has emitted so far, when they are counted (set it to 0 to
-    start counting; None: not counted, which keeps the fused kernels at full speed)."""
+    start counting; None: not counted, which keeps the fused kernels at full speed). ``kernel``
+    is the population kernel prepared on the first block that ran one, kept for the next."""
 
     x_hat: tuple[torch.Tensor, ...]
     v: torch.Tensor
     t: int = 0
     fired: float | torch.Tensor | None = None
+    kernel: kernels.PopulationKernel | None = None
 
     def count(self, spikes: torch.Tensor | int) -> None:
         """Add ``spikes`` (a tensor of spikes or spike counts, or their total) to ``fired``
@@ -96,12 +98,10 @@ class SignGDNeuron:
         """
         steps = etas.shape[0]
         target = self.target
-        layout = None if observer is not None else _kernel_layout(target, drives, state, out_scale)
-        if layout is not None:
-            spikes, fired = kernels.population_steps(
-                target.kernel, target.param, target.tie_fires, tuple(d.current for d in drives),
-                tuple(d.offset for d in drives), state.x_hat, state.v, etas, target.scale,
-                drives[0].shift, drives[0].divisor, out_scale, layout, state.fired is not None)
+        kernel = None if observer is not None else _population_kernel(target, drives, state,
+                                                                       out_scale)
+        if kernel is not None:
+            spikes, fired = kernel(tuple(d.current for d in drives), state.x_hat, state.v, etas)
             state.t += steps
             state.count(fired)
             return spikes
@@ -137,13 +137,41 @@ class SignGDNeuron:
         return spikes if out_scale is None else spikes * out_scale
 
 
+def _population_kernel(target: Target, drives: tuple, state: NeuronState,
+                       out_scale: torch.Tensor | None) -> kernels.PopulationKernel | None:
+    """The :class:`~.kernels.PopulationKernel` that runs this block (every input has a
+    :class:`Drive` on a supported layout), else None: the state's own when it still fits (the
+    same offsets, scales and state layout as on the block that prepared it), else a new one,
+    kept in the state."""
+    if not all(isinstance(d, Drive) for d in drives) or len(drives) != len(state.x_hat):
+        return None
+    lead = drives[0]
+    offsets = tuple(d.offset for d in drives)
+    counting = state.fired is not None
+    kernel = state.kernel
+    same_target = kernel is not None and \
+        (target.kernel, target.param, target.tie_fires) == kernel.target
+    if same_target and \
+            all(d.divisor is None and d.shift is None for d in drives[1:]) and \
+            kernel.fits(offsets, state.x_hat, state.v, target.scale, lead.shift, lead.divisor,
+                        out_scale, counting) and \
+            all(x.is_contiguous() for x in (*state.x_hat, state.v)) and \
+            kernels.usable(*(d.current for d in drives)):
+        return kernel
+    layout = _kernel_layout(target, drives, state, out_scale)
+    if layout is None:
+        return None
+    state.kernel = kernels.PopulationKernel(
+        target.kernel, target.param, target.tie_fires, offsets, state.x_hat, state.v,
+        target.scale, lead.shift, lead.divisor, out_scale, layout, counting)
+    return state.kernel
+
+
 def _kernel_layout(target: Target, drives: tuple, state: NeuronState,
                    out_scale: torch.Tensor | None) -> str | None:
     """The :func:`~.kernels.population_layout` a population kernel runs this block with (every
     input has a :class:`Drive` on a supported layout), else None. Makes the state contiguous
     when a kernel runs (it updates the state in place)."""
-    if not all(isinstance(d, Drive) for d in drives) or len(drives) != len(state.x_hat):
-        return None
     if any(d.divisor is not None or d.shift is not None for d in drives[1:]) or \
             not kernels.per_neuron(state.v, drives[0].shift, drives[0].divisor, out_scale):
         return None
