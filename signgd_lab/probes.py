@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from .conversion.errors import ConversionError
+from .conversion.graph_utils import dynamic_nodes, op_name
 from .conversion.network import SpikingNetwork
 from .conversion.neuron_ops import POPULATION_MODULES, NeuronOp
 from .conversion.probe import Probe, RunState
@@ -362,6 +364,32 @@ def _macs(module: nn.Module, output: torch.Tensor) -> float:
     return float(output.numel() * module.in_channels // module.groups * k)
 
 
+#: input-dependent ops that multiply by weights: counted when they are Linear / Conv modules
+#: (conversion turns functional linear and conv calls into modules), reported otherwise
+_WEIGHT_OPS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+               "conv_transpose3d", "matmul", "mm", "bmm", "einsum", "addmm", "baddbmm")
+_TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def uncounted_weight_ops(snn: SpikingNetwork) -> list[str]:
+    """Input-dependent ops of ``snn``'s graph that multiply by weights but are not Linear / Conv
+    modules (a ``matmul`` with a constant matrix, a transposed convolution, ...): the synaptic
+    operations and multiply-accumulates of :func:`spike_stats` and :func:`ann_macs` leave them
+    out, and :attr:`SpikeStats.uncounted` names them."""
+    gm = snn.graph_module
+    dynamic = dynamic_nodes(gm.graph)
+    out = []
+    for node in gm.graph.nodes:
+        if node not in dynamic:
+            continue
+        if node.op == "call_module":
+            if isinstance(gm.get_submodule(node.target), _TRANSPOSED_CONVS):
+                out.append(node.name)
+        elif op_name(node) in _WEIGHT_OPS:
+            out.append(node.name)
+    return out
+
+
 def ann_macs(snn: SpikingNetwork, x: torch.Tensor) -> float:
     """Multiply-accumulates of one ANN inference on ``x`` (affine layers and matmuls)."""
     total = [0.0]
@@ -391,6 +419,8 @@ class SpikeStats:
         sops: synaptic operations (accumulates) per sample over the run.
         dense_macs: multiply-accumulates on non-spike inputs (the encoded input layer).
         ann_macs: multiply-accumulates of one ANN inference per sample.
+        uncounted: weight ops whose operations the counts leave out
+            (:func:`uncounted_weight_ops`; empty for Linear / Conv layers only).
         snn_energy_uj, ann_energy_uj: estimates in microjoules with :data:`E_AC_PJ` and
             :data:`E_MAC_PJ`.
     """
@@ -401,6 +431,7 @@ class SpikeStats:
     sops: float = 0.0
     dense_macs: float = 0.0
     ann_macs: float = 0.0
+    uncounted: list[str] = field(default_factory=list)
 
     @property
     def snn_energy_uj(self) -> float:
@@ -427,9 +458,16 @@ def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
     counter = SpikeCounter(checkpoints=ts)
     snn(x, [ts[-1]], probes=[counter])
     macs, out = ann_macs(snn, x), []
+    uncounted = uncounted_weight_ops(snn)
+    if uncounted:
+        warnings.warn(f"spike_stats: the synaptic operations and multiply-accumulates of "
+                      f"{', '.join(uncounted)} are not counted (weight ops that are not Linear / "
+                      "Conv modules); SpikeStats.uncounted lists them", stacklevel=2)
     for T in ts:
         spikes, sops, dense = counter.snapshots[T]
-        out.append(_stats(spikes, counter.population, sops, dense, macs, x.shape[0], T))
+        stats = _stats(spikes, counter.population, sops, dense, macs, x.shape[0], T)
+        stats.uncounted = list(uncounted)
+        out.append(stats)
     return out
 
 

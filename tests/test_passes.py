@@ -384,3 +384,42 @@ def test_dynamics_swapped_for_if_are_refused_at_run_time():
     snn.dynamics = sl.IFDynamics()
     with pytest.raises(sl.ConversionError, match="IFDynamics cannot run the max neurons"):
         snn(x, [4])
+
+
+class _FunctionalWeights(nn.Module):
+    """Weight layers written as function calls on the module's own parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.cw = nn.Parameter(torch.randn(6, 2, 3, 3, generator=g) * 0.3)  # groups=2: 4 -> 6
+        self.cb = nn.Parameter(torch.randn(6, generator=g) * 0.1)
+        self.cw1 = nn.Parameter(torch.randn(6, 3, 3, generator=g) * 0.3)
+        self.lw = nn.Parameter(torch.randn(5, 6, generator=g) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 4, 9, 9)
+        y = F.conv2d(x, self.cw, self.cb, 2, 1, 2, 2)  # stride 2, padding 1, dilation 2
+        y = F.conv1d(y.flatten(2), self.cw1, None, padding="same", groups=2)
+        return F.linear(y.mean(-1), self.lw)  # no bias
+
+
+def test_functional_weight_layers_become_modules_with_the_same_numbers():
+    """weight_modules turns F.conv / F.linear calls with constant weights into the equivalent
+    modules (stride, padding, dilation, groups and a missing bias kept), computing the same
+    numbers; the weights move into the modules."""
+    from signgd_lab.conversion.passes import weight_modules
+
+    model = _FunctionalWeights().eval()
+    gm = trace(model)
+    x = torch.randn(3, 4, 9, 9)
+    out = weight_modules(gm)
+    kinds = {type(m) for _, m in out.named_children()}
+    assert {nn.Conv2d, nn.Conv1d, nn.Linear} <= kinds
+    assert not [n for n in out.graph.nodes if n.op == "call_function" and
+                getattr(n.target, "__name__", "") in ("conv2d", "conv1d", "linear")]
+    assert torch.equal(out(x), gm(x)) and torch.equal(out(x), model(x))
+    conv = next(m for _, m in out.named_children() if type(m) is nn.Conv2d)
+    assert (conv.stride, conv.padding, conv.dilation, conv.groups) == ((2, 2), (1, 1), (2, 2), 2)
+    assert next(m for _, m in out.named_children() if type(m) is nn.Linear).bias is None
+    assert not any(n.op == "get_attr" for n in out.graph.nodes)  # the weights live in modules
+    assert any(n.op == "call_function" for n in gm.graph.nodes)  # the input graph is unchanged

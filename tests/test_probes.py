@@ -201,3 +201,35 @@ def test_membrane_targets_of_product_neurons_are_their_own_products():
     probe = sl.TraceProbe(layer, neurons=6)
     snn(x[:2], [200], probes=[probe])
     assert torch.allclose(probe.v[-1], targets[0].flatten()[probe.indices], atol=0.02)
+
+
+def test_spike_stats_count_every_weight_layer_and_name_what_they_cannot(zoo_cache):
+    """The attention model's q/k/v/out projections (function calls after the attention
+    decomposition) are counted: ann_macs is the sum over its layers, worked out from their
+    shapes. A matmul with a constant matrix is not counted, and spike_stats says so."""
+    model, (x_tr, _), (x_te, _) = zoo_cache("digits_attention")
+    snn = sl.convert(model, x_tr[:64])
+    tokens, dim, heads = 16, model.attn.embed_dim, model.attn.num_heads
+    hidden = model.mlp[0].out_features
+    expected = (tokens * dim * 4  # the 2x2 patch embedding, one input channel
+                + 4 * tokens * dim * dim  # q, k, v and output projections
+                + 2 * tokens * tokens * dim  # q k^T and p v over all heads
+                + 2 * tokens * dim * hidden + dim * model.head.out_features)
+    assert heads > 1 and sl.probes.ann_macs(snn, x_te[:1]) == expected
+    stats = sl.spike_stats(snn, x_te[:4], 16)
+    assert stats.uncounted == [] and stats.ann_macs == expected
+
+    class ConstantMatmul(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 8)
+            self.m = nn.Parameter(torch.randn(8, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x.flatten(1))) @ self.m
+
+    small = ConstantMatmul().eval()
+    snn = sl.convert(small, x_tr[:32])
+    with pytest.warns(UserWarning, match="matmul are not counted"):
+        stats = sl.spike_stats(snn, x_te[:4], 8)
+    assert stats.uncounted == ["matmul"] and stats.ann_macs == 64 * 8  # per sample

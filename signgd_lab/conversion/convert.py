@@ -17,7 +17,7 @@ from .network import SpikingNetwork
 from .neuron_ops import POPULATION_MODULES, populations
 from .passes import (calibrate, collect_batches, decompose_attention, decompose_layernorm,
                      decompose_maxpool, find_unsupported, fuse_conv_bn, prepare_composites,
-                     replace_nonlinearities, scale_activations)
+                     replace_nonlinearities, scale_activations, weight_modules)
 from .passes.audit import audit
 from .passes.separate_samples import separate_samples
 from .recipes import Recipe, get_recipe
@@ -125,6 +125,7 @@ def convert(model: nn.Module, calibration: torch.Tensor | Iterable,
     gm = replace_nonlinearities(gm, rec, example)
     gm = separate_samples(gm, example)
     gm = scale_activations(gm, calibrate(gm, batches, rec), rec)
+    gm = weight_modules(gm)
     audit(gm, _audit_samples(batches), targets)
     gm.meta["input_shape"] = tuple(example.shape[1:])
 

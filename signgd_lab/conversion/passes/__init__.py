@@ -6,9 +6,10 @@ from .rewrite import (decompose_attention, decompose_layernorm, decompose_maxpoo
                       prepare_composites, replace_nonlinearities)
 from .scaling import scale_activations
 from .support import find_unsupported
+from .weight_modules import weight_modules
 
 __all__ = [
     "calibrate", "collect_batches", "decompose_attention", "decompose_layernorm",
     "decompose_maxpool", "find_unsupported", "fuse_conv_bn", "prepare_composites",
-    "replace_nonlinearities", "scale_activations",
+    "replace_nonlinearities", "scale_activations", "weight_modules",
 ]
