@@ -23,6 +23,7 @@ from .conversion.network import SpikingNetwork
 from .conversion.neuron_ops import POPULATION_MODULES, NeuronOp
 from .conversion.probe import Probe, RunState
 from .conversion.timestamps import check_timestamps
+from .dynamics import kernels
 
 #: Energy per operation, 45 nm CMOS, 32-bit float (M. Horowitz, "Computing's energy problem",
 #: ISSCC 2014): a multiply-accumulate costs 3.7 pJ (mult) + 0.9 pJ (add); an accumulate 0.9 pJ.
@@ -195,7 +196,8 @@ def debug_run(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
     out = snn(x, ts, probes=[activations, counter, *traces.values()])
     table = _error_table(model, snn, x, names, ts, out, activations.values)
     stats = _stats(counter.spikes, counter.population, counter.sops, counter.dense_macs,
-                   ann_macs(snn, x), x.shape[0], ts[-1])
+                   counter.ann_macs, x.shape[0], ts[-1])
+    stats.uncounted = uncounted_weight_ops(snn)
     return DebugRun(table, out, activations.values, stats, traces)
 
 
@@ -276,7 +278,9 @@ class TraceProbe(Probe):
 
 class SpikeCounter(Probe):
     """Counts spikes per neuron population and synaptic operations per affine layer, from the
-    populations' spike totals between blocks (the fused kernels count as they run).
+    populations' spike totals between blocks (the fused kernels count as they run), and the
+    multiply-accumulates of one ANN inference on the batch (``ann_macs``, what :func:`ann_macs`
+    gives: every weight layer and matmul population of the first block, over its steps).
 
     ``checkpoints``: step counts at which to keep a copy of the running totals in
     ``snapshots[t] = (spikes, sops, dense_macs)`` (each ends a block)."""
@@ -288,30 +292,40 @@ class SpikeCounter(Probe):
         self.population: dict[str, int] = {}
         self.sops = 0.0
         self.dense_macs = 0.0
+        self.ann_macs = 0.0
         self.checkpoints = set(checkpoints)
         self.snapshots: dict[int, tuple[dict[str, float], float, float]] = {}
         self._synapse_ops = 0.0
+        self._batch = 1
         self._neurons: dict[str, NeuronOp] = {}
         self._hooks: list = []
+        self._first_block = True  # ann_macs is measured on it
+        self._first_block_hooks: list = []
 
     def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
         self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
-        self.snapshots, self._synapse_ops = {}, 0.0
+        self.snapshots, self._synapse_ops, self.ann_macs, self._batch = {}, 0.0, 0.0, batch
+        self._first_block = True
         self._neurons = network.neurons
         self._dense = _encoder_fed_layers(network)
         for module in network.graph_module.modules():
             if isinstance(module, _AFFINE_LAYERS):
                 self._hooks.append(module.register_forward_hook(self._count_synapses))
+        self._first_block_hooks = [m.register_forward_hook(self._count_products)
+                                   for m in self._neurons.values()]
 
     def stops(self) -> Sequence[int]:
         return sorted(self.checkpoints)
 
     def finish(self) -> None:
-        for h in self._hooks:
+        for h in self._hooks + self._first_block_hooks:
             h.remove()
-        self._hooks = []
+        self._hooks, self._first_block_hooks = [], []
 
     def after_block(self, steps_done: int, run: RunState) -> None:
+        for h in self._first_block_hooks:
+            h.remove()
+        self._first_block, self._first_block_hooks = False, []
         for name in self._neurons:
             state = run.state(name)
             self.spikes[name] = float(state.fired)
@@ -324,11 +338,15 @@ class SpikeCounter(Probe):
     def _count_synapses(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
         macs = _macs(module, output)
+        if self._first_block:  # (c B, ...) rows: c steps of the ANN's batch
+            self.ann_macs += macs * self._batch / output.shape[0]
         if module in self._dense:
             self.dense_macs += macs
         else:  # every nonzero input is a spike (times a scale): one accumulate per synapse
-            nonzero = x.bool().sum()  # what count_nonzero counts, several times faster on CPU
-            self._synapse_ops += float(nonzero) * macs / max(x.numel(), 1)
+            self._synapse_ops += kernels.count_nonzero(x) * macs / max(x.numel(), 1)
+
+    def _count_products(self, module: NeuronOp, inputs: tuple, output: torch.Tensor) -> None:
+        self.ann_macs += module.ann_macs(inputs) * self._batch / output.shape[0]
 
 
 _AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -457,7 +475,7 @@ def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
     ts = check_timestamps(list(Ts))
     counter = SpikeCounter(checkpoints=ts)
     snn(x, [ts[-1]], probes=[counter])
-    macs, out = ann_macs(snn, x), []
+    macs, out = counter.ann_macs, []
     uncounted = uncounted_weight_ops(snn)
     if uncounted:
         warnings.warn(f"spike_stats: the synaptic operations and multiply-accumulates of "

@@ -155,6 +155,17 @@ def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkey
     assert prepared[3] is prepared[4] is prepared[5]  # a replaced state: read, not re-prepared
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_count_nonzero_counts_as_torch_does(dtype):
+    """The probes' nonzero count: NaN and inf count, -0.0 does not; strided tensors and other
+    dtypes take torch's count."""
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(300, 7, generator=g) > 0.6).to(dtype) * 0.25
+    x[0, :4] = torch.tensor([float("nan"), -0.0, float("inf"), -1e-30], dtype=dtype)
+    for t in (x, x.t(), x[:, 2:5], x.to(torch.int32), x[:0]):
+        assert kernels.count_nonzero(t) == int(torch.count_nonzero(t))
+
+
 def test_rescaled_target_runs_in_the_kernel(monkeypatch):
     """h(z) = g(s z) / s (the extended recipe's GELU) with a per-neuron scale."""
     target, drives, x0 = population("gelu_erf", [(6, 3, 4)], seed=3)
