@@ -23,7 +23,7 @@ report: $(STAMP)
 	$(BIN)/signgd-lab report --out $(REPORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -15,6 +15,15 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files that execute notebooks or drive a browser first: pytest-xdist (``--dist loadfile``
+    in the Makefile: a file's module fixtures run once) hands files out in this order, so the
+    longest ones do not start last and keep one worker busy alone at the end."""
+    heavy = {item.path for item in items
+             if item.get_closest_marker("notebook") or item.get_closest_marker("browser")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: the order within a file stays
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Hash of a model's state_dict bytes, module tree and training flags."""
     buf = io.BytesIO()
