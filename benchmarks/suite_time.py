@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="a worktree of the commit to compare with")
     parser.add_argument("--before-args", default="-q", help="pytest arguments of the old suite")
-    parser.add_argument("--after-args", default="-q -n 2",
+    parser.add_argument("--after-args", default="-q -n 2 --dist loadfile",
                         help="pytest arguments of this suite (the Makefile's)")
     args = parser.parse_args()
     runs = [("after", ROOT, args.after_args)]
@@ -54,8 +54,9 @@ def main() -> None:
         "Test suite time", "suite_time.py", args.before,
         "The suite as `make test` runs it (slow tests excluded by pytest's addopts), numba kernels "
         "already in the on-disk cache, the runs one after the other on the 2-core machine. "
-        "*before*: serial, as the Makefile ran it then; *after*: `-n 2` (pytest-xdist, one numba "
-        "thread per worker), the Makefile's command now.", rows)
+        "*before*: as the Makefile ran it then (its command is shown); *after*: `-n 2 --dist "
+        "loadfile` (pytest-xdist, whole files per worker, one numba thread per worker), the "
+        "Makefile's command now.", rows)
 
 if __name__ == "__main__":
     main()
