@@ -237,8 +237,11 @@ def test_killed_kernel_keeps_the_previous_report(tmp_path, monkeypatch):
 def test_sigint_keeps_the_previous_report(tmp_path):
     out = _prepare_previous_report(tmp_path)
     exe = Path(sys.executable).parent / "signgd-lab"
+    # the default SIGINT action in the child even where this test runs with SIGINT ignored
+    # (a background job inherits that, and Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen([str(exe), "report", "--out", str(out), "--notebooks", "04"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob(".reports.partial-*")):
         time.sleep(0.2)
