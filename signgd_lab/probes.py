@@ -197,7 +197,7 @@ def debug_run(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
     table = _error_table(model, snn, x, names, ts, out, activations.values)
     stats = _stats(counter.spikes, counter.population, counter.sops, counter.dense_macs,
                    counter.ann_macs, x.shape[0], ts[-1])
-    stats.uncounted = uncounted_weight_ops(snn)
+    stats.uncounted = _warn_uncounted(snn)
     return DebugRun(table, out, activations.values, stats, traces)
 
 
@@ -408,6 +408,16 @@ def uncounted_weight_ops(snn: SpikingNetwork) -> list[str]:
     return out
 
 
+def _warn_uncounted(snn: SpikingNetwork) -> list[str]:
+    """:func:`uncounted_weight_ops`, with a warning when there are any."""
+    uncounted = uncounted_weight_ops(snn)
+    if uncounted:
+        warnings.warn(f"spike statistics: the synaptic operations and multiply-accumulates of "
+                      f"{', '.join(uncounted)} are not counted (weight ops that are not Linear / "
+                      "Conv modules); SpikeStats.uncounted lists them", stacklevel=3)
+    return uncounted
+
+
 def ann_macs(snn: SpikingNetwork, x: torch.Tensor) -> float:
     """Multiply-accumulates of one ANN inference on ``x`` (affine layers and matmuls)."""
     total = [0.0]
@@ -476,11 +486,7 @@ def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
     counter = SpikeCounter(checkpoints=ts)
     snn(x, [ts[-1]], probes=[counter])
     macs, out = counter.ann_macs, []
-    uncounted = uncounted_weight_ops(snn)
-    if uncounted:
-        warnings.warn(f"spike_stats: the synaptic operations and multiply-accumulates of "
-                      f"{', '.join(uncounted)} are not counted (weight ops that are not Linear / "
-                      "Conv modules); SpikeStats.uncounted lists them", stacklevel=2)
+    uncounted = _warn_uncounted(snn)
     for T in ts:
         spikes, sops, dense = counter.snapshots[T]
         stats = _stats(spikes, counter.population, sops, dense, macs, x.shape[0], T)

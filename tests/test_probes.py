@@ -233,3 +233,6 @@ def test_spike_stats_count_every_weight_layer_and_name_what_they_cannot(zoo_cach
     with pytest.warns(UserWarning, match="matmul are not counted"):
         stats = sl.spike_stats(snn, x_te[:4], 8)
     assert stats.uncounted == ["matmul"] and stats.ann_macs == 64 * 8  # per sample
+    with pytest.warns(UserWarning, match="matmul are not counted"):
+        run = sl.debug_run(small, snn, x_te[:4], [8], {})
+    assert run.stats.uncounted == ["matmul"] and run.stats.ann_macs == 64 * 8
