@@ -280,7 +280,8 @@ class SpikeCounter(Probe):
     """Counts spikes per neuron population and synaptic operations per affine layer, from the
     populations' spike totals between blocks (the fused kernels count as they run), and the
     multiply-accumulates of one ANN inference on the batch (``ann_macs``, what :func:`ann_macs`
-    gives: every weight layer and matmul population of the first block, over its steps).
+    gives: the input-dependent weight layers and matmul populations of the first block over its
+    steps, plus the weight layers on constants, which run once a block).
 
     ``checkpoints``: step counts at which to keep a copy of the running totals in
     ``snapshots[t] = (spikes, sops, dense_macs)`` (each ends a block)."""
@@ -296,18 +297,24 @@ class SpikeCounter(Probe):
         self.checkpoints = set(checkpoints)
         self.snapshots: dict[int, tuple[dict[str, float], float, float]] = {}
         self._synapse_ops = 0.0
-        self._batch = 1
         self._neurons: dict[str, NeuronOp] = {}
         self._hooks: list = []
         self._first_block = True  # ann_macs is measured on it
+        self._first_block_macs = 0.0  # of its input-dependent layers, all its steps together
+        self._static: set[nn.Module] = set()  # weight layers on constants only
         self._first_block_hooks: list = []
 
     def start(self, network: SpikingNetwork, batch: int, steps: int) -> None:
         self.spikes, self.population, self.sops, self.dense_macs = {}, {}, 0.0, 0.0
-        self.snapshots, self._synapse_ops, self.ann_macs, self._batch = {}, 0.0, 0.0, batch
-        self._first_block = True
+        self.snapshots, self._synapse_ops, self.ann_macs = {}, 0.0, 0.0
+        self._first_block, self._first_block_macs = True, 0.0
         self._neurons = network.neurons
         self._dense = _encoder_fed_layers(network)
+        gm = network.graph_module
+        dynamic = dynamic_nodes(gm.graph)
+        calls = [n for n in gm.graph.nodes if n.op == "call_module"]
+        self._static = {gm.get_submodule(n.target) for n in calls} - \
+            {gm.get_submodule(n.target) for n in calls if n in dynamic}
         for module in network.graph_module.modules():
             if isinstance(module, _AFFINE_LAYERS):
                 self._hooks.append(module.register_forward_hook(self._count_synapses))
@@ -323,6 +330,8 @@ class SpikeCounter(Probe):
         self._hooks, self._first_block_hooks = [], []
 
     def after_block(self, steps_done: int, run: RunState) -> None:
+        if self._first_block:  # it ran steps 1..steps_done
+            self.ann_macs += self._first_block_macs / steps_done
         for h in self._first_block_hooks:
             h.remove()
         self._first_block, self._first_block_hooks = False, []
@@ -338,15 +347,17 @@ class SpikeCounter(Probe):
     def _count_synapses(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         x = inputs[0]
         macs = _macs(module, output)
-        if self._first_block:  # (c B, ...) rows: c steps of the ANN's batch
-            self.ann_macs += macs * self._batch / output.shape[0]
+        if self._first_block and module in self._static:
+            self.ann_macs += macs
+        elif self._first_block:
+            self._first_block_macs += macs
         if module in self._dense:
             self.dense_macs += macs
         else:  # every nonzero input is a spike (times a scale): one accumulate per synapse
             self._synapse_ops += kernels.count_nonzero(x) * macs / max(x.numel(), 1)
 
     def _count_products(self, module: NeuronOp, inputs: tuple, output: torch.Tensor) -> None:
-        self.ann_macs += module.ann_macs(inputs) * self._batch / output.shape[0]
+        self._first_block_macs += module.ann_macs(inputs)
 
 
 _AFFINE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

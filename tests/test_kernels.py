@@ -120,9 +120,11 @@ def test_exp_based_kernels_agree_with_torch(name, shapes, params, dtype, monkeyp
 def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkeypatch):
     """The kernel a population prepares on its first block serves the next blocks; it is
     prepared anew when an offset or a scale changes (in place or replaced), and reads a replaced
-    state tensor: spikes and final state equal the torch path's under the same changes."""
+    state tensor, a state tensor on new storage and a broadcast scale edited through ``.data``:
+    spikes and final state equal the torch path's under the same changes."""
     target, drives, x0 = population("leaky_relu", [(4, 7)], seed=5, slope=0.2)
     shift, divisor, out_scale = (torch.rand(1, 7) + 0.5 for _ in range(3))
+    half = torch.full((1, 1), 1.5)
 
     def blocks(enabled: bool) -> tuple[torch.Tensor, list, NeuronState]:
         monkeypatch.setattr(kernels, "ENABLED", enabled)
@@ -135,16 +137,22 @@ def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkey
                 divisor.add_(0.25)
             if start == 32:
                 state.v = state.v.clone()  # replaced state
+            if start == 40:
+                state.v.set_(state.v.clone())  # the same tensor on new storage
+                half.data.mul_(0.5)  # an edit torch's version counter does not see
             current = drives[0].current[start:start + 8]
             drive = Drive(current, offset, divisor, shift)
+            if start >= 32:  # a broadcast (1, 1) divisor: its per-neuron array is a copy
+                drive = Drive(current, offset, half, shift)
             out.append(SignGDNeuron(target).run(state, (drive,), ETAS[start:start + 8],
                                                 out_scale=out_scale))
             prepared.append(state.kernel)
         return torch.cat(out), prepared, state
 
-    divisor0 = divisor.clone()
+    divisor0, half0 = divisor.clone(), half.clone()
     fused, prepared, s1 = blocks(True)
     divisor.copy_(divisor0)
+    half.copy_(half0)
     plain, _, s2 = blocks(False)
     divisor.copy_(divisor0)
     assert torch.equal(fused, plain)
@@ -152,7 +160,8 @@ def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkey
     assert isinstance(prepared[0], kernels.PopulationKernel)
     assert prepared[0] is prepared[1]  # nothing changed: reused
     assert prepared[1] is not prepared[2] and prepared[2] is not prepared[3]  # offset, divisor
-    assert prepared[3] is prepared[4] is prepared[5]  # a replaced state: read, not re-prepared
+    assert prepared[3] is not prepared[4]  # another tensor in the divisor's role
+    assert prepared[4] is prepared[5]  # new storage, a .data edit: arrays read again, kept
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -162,7 +171,7 @@ def test_count_nonzero_counts_as_torch_does(dtype):
     g = torch.Generator().manual_seed(1)
     x = (torch.rand(300, 7, generator=g) > 0.6).to(dtype) * 0.25
     x[0, :4] = torch.tensor([float("nan"), -0.0, float("inf"), -1e-30], dtype=dtype)
-    for t in (x, x.t(), x[:, 2:5], x.to(torch.int32), x[:0]):
+    for t in (x, x.t(), x[:, 2:5], x.to(torch.int32), x[:0], x.clone().requires_grad_()):
         assert kernels.count_nonzero(t) == int(torch.count_nonzero(t))
 
 

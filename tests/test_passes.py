@@ -423,3 +423,31 @@ def test_functional_weight_layers_become_modules_with_the_same_numbers():
     assert next(m for _, m in out.named_children() if type(m) is nn.Linear).bias is None
     assert not any(n.op == "get_attr" for n in out.graph.nodes)  # the weights live in modules
     assert any(n.op == "call_function" for n in gm.graph.nodes)  # the input graph is unchanged
+
+
+class _SharedWeights(nn.Module):
+    """A Linear called as a module and, through its weight, as a function; and a 1-D weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 6)
+        self.v = nn.Parameter(torch.randn(6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 6)
+        h = F.linear(self.fc(x), self.fc.weight, self.fc.bias)
+        return h + F.linear(h, self.v).unsqueeze(1)  # a dot product per sample
+
+
+def test_weight_modules_leaves_a_called_layer_and_a_1d_weight_alone():
+    """The module whose weight a function call also reads keeps its weight; a 1-D F.linear
+    weight (no module computes that) stays a function call."""
+    from signgd_lab.conversion.passes import weight_modules
+
+    model = _SharedWeights().eval()
+    gm = trace(model)
+    out = weight_modules(gm)
+    x = torch.randn(4, 6)
+    assert torch.equal(out(x), model(x))
+    assert sum(type(m) is nn.Linear for m in out.modules()) == 2  # fc and the converted call
+    assert [n.op for n in out.graph.nodes if getattr(n.target, "__name__", "") == "linear"] == \
+        ["call_function"]  # the dot product

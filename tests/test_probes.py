@@ -236,3 +236,29 @@ def test_spike_stats_count_every_weight_layer_and_name_what_they_cannot(zoo_cach
     with pytest.warns(UserWarning, match="matmul are not counted"):
         run = sl.debug_run(small, snn, x_te[:4], [8], {})
     assert run.stats.uncounted == ["matmul"] and run.stats.ann_macs == 64 * 8
+
+
+def test_ann_macs_count_layers_on_token_rows_and_constants_once(zoo_cache):
+    """A Linear on (B * 8, 8) token rows runs on steps x B x 8 rows in a block, a Linear on a
+    constant once a block: the counting run's ann_macs equals an ANN forward's count, which
+    counts the constant layer once per inference."""
+    _, (x_tr, _), (x_te, _) = zoo_cache("digits_cnn")
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.p = nn.Linear(8, 16), nn.Linear(128, 10), nn.Linear(8, 8)
+            self.pos = nn.Parameter(torch.randn(8, 8))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = x.reshape(-1, 8, 8) + self.p(self.pos)  # (B, 8, 8)
+            h = torch.relu(self.a(h.reshape(-1, 8)))  # (B * 8, 16)
+            return self.b(h.reshape(x.shape[0], 128))
+
+    snn = sl.convert(Tokens().eval(), x_tr[:64])
+    for batch in (1, 3):
+        x = x_te[:batch]
+        per_sample = 8 * 8 * 16 + 128 * 10 + 8 * 8 * 8 / batch
+        assert sl.probes.ann_macs(snn, x) / batch == per_sample
+        assert [s.ann_macs for s in sl.spike_stats_over_T(snn, x, [1, 5, 40])] == [per_sample] * 3
+        assert sl.debug_run(snn.graph_module, snn, x, [4], {}).stats.ann_macs == per_sample

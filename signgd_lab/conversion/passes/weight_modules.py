@@ -49,7 +49,9 @@ def weight_modules(gm: fx.GraphModule) -> fx.GraphModule:
         weight, bias = attr_tensor(gm, args.get("weight")), args.get("bias")
         bias_tensor = attr_tensor(gm, bias)
         if weight is None or bias is not None and bias_tensor is None or "input" not in args:
-            continue  # an input-dependent weight or bias: not a weight layer
+            continue  # an input-dependent or computed weight or bias: left as it is
+        if weight.dim() != (2 if name == "linear" else int(name[-2]) + 2):
+            continue  # a 1-D F.linear weight (a dot product): no module computes that
         module = _module_for(name, args, weight.detach(), bias_tensor)
         if module is None:
             continue
@@ -64,8 +66,6 @@ def weight_modules(gm: fx.GraphModule) -> fx.GraphModule:
     gm.graph.eliminate_dead_code()
     still_read = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
     for attr in read - still_read:  # the module holds them now
-        parent, _, leaf = attr.rpartition(".")
-        owner = gm.get_submodule(parent) if parent else gm
-        if leaf in owner._buffers or leaf in owner._parameters:
-            delattr(owner, leaf)
+        if "." not in attr and (attr in gm._buffers or attr in gm._parameters):
+            delattr(gm, attr)  # the graph's own constants (a submodule's stay: it may be called)
     return finish(gm)
