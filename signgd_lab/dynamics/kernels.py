@@ -352,7 +352,7 @@ class PopulationKernel:
         self.target = (kernel, param, bool(tie))  # what the neurons compute
         self.dtype, self.count = dt, bool(count)
         self.shapes = (tuple(x.shape for x in x_hat), v.shape)
-        slots = (*offsets, *([None] * (2 - len(offsets))), scale, shift, divisor, out_scale)
+        slots = _roles(offsets, scale, shift, divisor, out_scale)
         self._sources = tuple((t, None if t is None else t._version) for t in slots)
         dummy = self._dummy = _dummies(_dtype_str(dt))  # arrays the kernel never reads
 
@@ -364,9 +364,10 @@ class PopulationKernel:
         # the offsets, then scale, shift, divisor and output scale (stand-ins for absent ones);
         # an array that does not share the tensor's memory (broadcast, cast) is made again on
         # every block, so no edit of the tensor is missed
+        self._vector = vector
         self._vectors = [dummy[1 if i < 2 else 1 + i] if t is None else vector(t, i)
                          for i, t in enumerate(slots)]
-        self._refresh = [(i, t, vector) for i, t in enumerate(slots) if t is not None and
+        self._refresh = [(i, t) for i, t in enumerate(slots) if t is not None and
                          self._vectors[i].__array_interface__["data"][0] != t.data_ptr()]
         self._constants = _constant_array(param, _dtype_str(dt))
         self._tie = bool(tie)
@@ -380,8 +381,8 @@ class PopulationKernel:
              divisor: torch.Tensor | None, out_scale: torch.Tensor | None, count: bool) -> bool:
         """True when this kernel was prepared for these very tensors in these roles (none
         modified in place since), state of these shapes and dtype, and this counting."""
-        slots = (*offsets, *([None] * (2 - len(offsets))), scale, shift, divisor, out_scale)
-        return bool(count) == self.count and len(slots) == len(self._sources) and \
+        slots = _roles(offsets, scale, shift, divisor, out_scale)
+        return bool(count) == self.count and \
             all(t is s and (t is None or t._version == n)
                 for t, (s, n) in zip(slots, self._sources)) and \
             v.dtype == self.dtype and self.shapes == (tuple(x.shape for x in x_hat), v.shape)
@@ -403,8 +404,8 @@ class PopulationKernel:
         else:
             (x1, v_), x2 = self._arrays((x_hat[0], v), batch), dummy[2]
             c1, c2 = flat(currents[0], x_hat[0]), dummy[0]
-        for i, t, vector in self._refresh:
-            self._vectors[i] = vector(t, i)
+        for i, t in self._refresh:
+            self._vectors[i] = self._vector(t, i)
         o1, o2, *per_neuron = self._vectors
         spikes = torch.empty(steps, *v.shape, dtype=self.dtype)
         counts = np.zeros(batch, dtype=np.int64)
@@ -424,6 +425,13 @@ class PopulationKernel:
             arrays = tuple(t.reshape(batch, -1).numpy() for t in state)
             self._state = (state, tuple(t.data_ptr() for t in state), arrays)
         return arrays
+
+
+def _roles(offsets: tuple[torch.Tensor, ...], *per_neuron: torch.Tensor | None
+           ) -> tuple[torch.Tensor | None, ...]:
+    """A population's tensors by role: first offset, second offset (None for one input), then
+    scale, shift, divisor and output scale (None where absent)."""
+    return (*offsets, *([None] * (2 - len(offsets))), *per_neuron)
 
 
 @lru_cache(maxsize=None)
