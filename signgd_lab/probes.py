@@ -196,8 +196,7 @@ def debug_run(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
     out = snn(x, ts, probes=[activations, counter, *traces.values()])
     table = _error_table(model, snn, x, names, ts, out, activations.values)
     stats = _stats(counter.spikes, counter.population, counter.sops, counter.dense_macs,
-                   counter.ann_macs, x.shape[0], ts[-1])
-    stats.uncounted = _warn_uncounted(snn)
+                   counter.ann_macs, x.shape[0], ts[-1], _warn_uncounted(snn))
     return DebugRun(table, out, activations.values, stats, traces)
 
 
@@ -315,7 +314,7 @@ class SpikeCounter(Probe):
         calls = [n for n in gm.graph.nodes if n.op == "call_module"]
         self._static = {gm.get_submodule(n.target) for n in calls} - \
             {gm.get_submodule(n.target) for n in calls if n in dynamic}
-        for module in network.graph_module.modules():
+        for module in gm.modules():
             if isinstance(module, _AFFINE_LAYERS):
                 self._hooks.append(module.register_forward_hook(self._count_synapses))
         self._first_block_hooks = [m.register_forward_hook(self._count_products)
@@ -500,16 +499,16 @@ def spike_stats_over_T(snn: SpikingNetwork, x: torch.Tensor, Ts: Sequence[int]
     uncounted = _warn_uncounted(snn)
     for T in ts:
         spikes, sops, dense = counter.snapshots[T]
-        stats = _stats(spikes, counter.population, sops, dense, macs, x.shape[0], T)
-        stats.uncounted = list(uncounted)
-        out.append(stats)
+        out.append(_stats(spikes, counter.population, sops, dense, macs, x.shape[0], T,
+                          uncounted))
     return out
 
 
 def _stats(spikes: dict[str, float], population: dict[str, int], sops: float, dense: float,
-           macs: float, batch: int, T: int) -> SpikeStats:
+           macs: float, batch: int, T: int, uncounted: list[str]) -> SpikeStats:
     """Per-sample :class:`SpikeStats` from a :class:`SpikeCounter`'s totals after T steps."""
-    stats = SpikeStats(T=T, sops=sops / batch, dense_macs=dense / batch, ann_macs=macs / batch)
+    stats = SpikeStats(T=T, sops=sops / batch, dense_macs=dense / batch, ann_macs=macs / batch,
+                       uncounted=list(uncounted))
     for name, count in spikes.items():
         stats.spikes[name] = count / batch
         stats.firing_rate[name] = count / (batch * population[name] * T)
