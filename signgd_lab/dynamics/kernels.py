@@ -402,11 +402,12 @@ class PopulationKernel:
         for i, t in self._refresh:
             self._vectors[i] = self._vector(t, i)
         o1, o2, *per_neuron = self._vectors
-        spikes = np.empty((steps, batch, v_.shape[1]), dtype=v_.dtype)
+        spikes = torch.empty(steps, *v.shape, dtype=self.dtype)
         counts = np.zeros(batch, dtype=np.int64)
         self._compiled(self._constants, self._tie, c1, o1, c2, o2, x1, x2, v_, *per_neuron,
-                       _steps_array(etas, self.dtype), spikes, counts)
-        return torch.from_numpy(spikes).view(steps, *v.shape), int(counts.sum()) if self.count else 0
+                       _steps_array(etas, self.dtype), spikes.numpy().reshape(steps, batch, -1),
+                       counts)
+        return spikes, int(counts.sum()) if self.count else 0
 
     def _arrays(self, state: tuple[torch.Tensor, ...], batch: int) -> tuple["np.ndarray", ...]:
         """The state tensors as (B, S) arrays (the kernel updates them in place, so a population
@@ -577,13 +578,13 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
     current is (T, B, *S) and offset (1, *S)."""
     steps, batch = current.shape[0], x_hat.shape[0]
     dt = x_hat.dtype
-    x = _state_array(x_hat, batch, -1)
-    out = np.empty((steps, *x.shape), dtype=x.dtype)
+    out = torch.empty(steps, *x_hat.shape, dtype=dt)
     if offset.shape != (1, *x_hat.shape[1:]):
         offset = torch.broadcast_to(offset, (1, *x_hat.shape[1:]))
     _estimates(_constant_array(0.0, _dtype_str(dt))[_TWO], _currents(current, x_hat),
-               _array(offset.to(dt), -1), x, out, _steps_array(etas, dt))
-    return torch.from_numpy(out).view(steps, *x_hat.shape)
+               _array(offset.to(dt), -1), _state_array(x_hat, batch, -1),
+               out.numpy().reshape(steps, batch, -1), _steps_array(etas, dt))
+    return out
 
 
 def float_encoder(f: torch.Tensor, x: torch.Tensor, etas: torch.Tensor) -> torch.Tensor:
