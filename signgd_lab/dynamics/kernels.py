@@ -235,12 +235,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                             f = _fires(code, scaled, x, a, spread[j],
                                        scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        if counting:  # per neuron, not a sum: the loop stays vectorised
-                            tally[j] += one if f else zero
-                        if multiplied:
-                            spikes[k, bi, j] = post[j] if f else zero * post[j]
-                        else:
-                            spikes[k, bi, j] = one if f else zero
+                        spikes[k, bi, j] = one if f else zero
+                    if counting or multiplied:  # a second pass keeps the first one vectorised
+                        for j in range(size):
+                            s = spikes[k, bi, j]
+                            if counting:  # per neuron, not a sum: this loop vectorises too
+                                tally[j] += s
+                            if multiplied:  # s * post: exactly post or (signed) zero
+                                spikes[k, bi, j] = s * post[j]
                 if counting:
                     counts[bi] += _total(tally)
     else:
@@ -272,12 +274,14 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         else:
                             f = _fires(code, scaled, x, a, b, scale[j] if scaled else one, tie, c)
                         v[bi, j] = x - e if f else x + e
-                        if counting:  # per neuron, not a sum: the loop stays vectorised
-                            tally[j] += one if f else zero
-                        if multiplied:
-                            spikes[k, bi, j] = post[j] if f else zero * post[j]
-                        else:
-                            spikes[k, bi, j] = one if f else zero
+                        spikes[k, bi, j] = one if f else zero
+                    if counting or multiplied:  # a second pass keeps the first one vectorised
+                        for j in range(size):
+                            s = spikes[k, bi, j]
+                            if counting:  # per neuron, not a sum: this loop vectorises too
+                                tally[j] += s
+                            if multiplied:  # s * post: exactly post or (signed) zero
+                                spikes[k, bi, j] = s * post[j]
                 if counting:
                     counts[bi] += _total(tally)
 
