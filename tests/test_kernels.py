@@ -164,6 +164,35 @@ def test_a_population_prepares_its_kernel_once_and_not_for_changed_inputs(monkey
     assert prepared[4] is prepared[5]  # new storage, a .data edit: arrays read again, kept
 
 
+@pytest.mark.parametrize("name,shapes", [("gelu_erf", [(8, 5, 7)]), ("relu", [(8, 5, 7)]),
+                                         ("rsqrt_div", [(8, 5, 7), (8, 5, 1)])])
+def test_counted_and_output_scaled_spikes_match_torch(name, shapes, monkeypatch):
+    """Counting and the output scale run in the kernel's second pass over a block's spikes:
+    the counts equal the torch path's, and so do the scaled spikes, down to the sign of a zero
+    under a negative scale (a zero scale keeps its neurons' spikes out of the output only)."""
+    target, drives, x0 = population(name, shapes, seed=11)
+    out_scale = torch.linspace(-1.0, 2.0, 35).reshape(1, 5, 7)
+    out_scale[0, 0, :3] = 0.0
+
+    def counted(enabled: bool) -> tuple[torch.Tensor, float, NeuronState]:
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        state = NeuronState(tuple(x.clone() for x in x0), torch.zeros(8, 5, 7), fired=0.0)
+        out = [SignGDNeuron(target).run(state, tuple(Drive(d.current[a:b], d.offset)
+                                                     for d in drives), ETAS[a:b],
+                                        out_scale=out_scale) for a, b in ((0, 9), (9, 48))]
+        return torch.cat(out), float(state.fired), state
+
+    fused, fired, s1 = counted(True)
+    plain, fired_plain, s2 = counted(False)
+    assert isinstance(s1.kernel, kernels.PopulationKernel)  # the kernel ran
+    if name != "gelu_erf":  # exact targets: bit for bit, signed zeros included
+        assert fired == fired_plain > 0
+        assert torch.equal(fused, plain) and torch.equal(fused.signbit(), plain.signbit())
+    else:  # g within ulps of torch's: a spike differs only at a tie that close
+        assert abs(fired - fired_plain) <= 0.01 * fired_plain and fired_plain > 0
+        assert (fused != plain).double().mean() <= 1e-2
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_count_nonzero_counts_as_torch_does(dtype):
     """The probes' nonzero count: NaN and inf count, -0.0 does not; strided tensors and other
