@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+ROOT = RESULTS.parent.parent  # the checkout the benchmarks belong to
 
 
 def machine() -> str:
@@ -86,4 +87,17 @@ def write_before_after(name: str, script: str, before: Path | None, text: str,
     the command ``python benchmarks/<script> [--before DIR] <options>``."""
     command = f"python benchmarks/{script}" + (f" --before {before}" if before else "") + \
         (f" {options}" if options else "")
-    write_section(name, text.strip() + "\n\n" + "\n".join(table), command)
+    versions = f"after: {commit(ROOT)}" + (f"; before: {commit(before)}" if before else "")
+    write_section(name, f"Code measured: {versions}.\n\n" + text.strip() + "\n\n"
+                  + "\n".join(table), command)
+
+
+def commit(checkout: Path) -> str:
+    """The commit a checkout is at (short hash), marked when its tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                              text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
+    return head + (" with uncommitted changes" if git("status", "--porcelain",
+                                                       "--untracked-files=no") else "")
