@@ -93,11 +93,12 @@ def write_before_after(name: str, script: str, before: Path | None, text: str,
 
 
 def commit(checkout: Path) -> str:
-    """The commit a checkout is at (short hash), marked when its tracked files differ from it."""
+    """The commit a checkout is at (short hash), marked when its package (the code measured)
+    differs from it."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
                               text=True).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
-    return head + (" with uncommitted changes" if git("status", "--porcelain",
-                                                       "--untracked-files=no") else "")
+    return head + (" with uncommitted changes to signgd_lab" if git(
+        "status", "--porcelain", "--untracked-files=no", "--", "signgd_lab") else "")
