@@ -96,9 +96,12 @@ def commit(checkout: Path) -> str:
     """The commit a checkout is at (short hash), marked when its package (the code measured)
     differs from it."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
-                              text=True).stdout.strip()
+        try:
+            return subprocess.run(["git", "-C", str(checkout), *args], capture_output=True,
+                                  text=True).stdout.strip()
+        except OSError:  # no git on this machine
+            return ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
     return head + (" with uncommitted changes to signgd_lab" if git(
-        "status", "--porcelain", "--untracked-files=no", "--", "signgd_lab") else "")
+        "status", "--porcelain", "--", "signgd_lab") else "")

@@ -7,7 +7,7 @@ per-repeat ratios after / before, and whether both give the same outputs. Writes
 benchmarks/RESULTS.md.
 
     git worktree add /tmp/start <commit>
-    python benchmarks/paired.py --before /tmp/start [--batch 64] [--block-steps N]
+    python benchmarks/paired.py --before /tmp/start [--batch 64] [--block-steps N] [--print-only]
 """
 from __future__ import annotations
 
@@ -33,10 +33,16 @@ import signgd_lab  # noqa: E402
 MODELS = ("digits_cnn", "digits_mlp", "digits_attention")
 
 
-def load_before(checkout: Path, scratch: Path):
-    """The package of ``checkout`` imported as ``signgd_lab_before`` from a copy in ``scratch``."""
-    shutil.copytree(checkout / "signgd_lab", scratch / "signgd_lab_before",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+def load_before(checkout: Path):
+    """The package of ``checkout`` imported as ``signgd_lab_before`` from a copy. The copy of a
+    committed checkout is kept (in the temporary directory, one per commit), so numba's disk
+    cache next to it serves later runs; a checkout with uncommitted changes is copied afresh."""
+    version = commit(checkout)
+    scratch = Path(tempfile.gettempdir()) / "signgd_lab_paired" / version.split()[0]
+    if " " in version or not (scratch / "signgd_lab_before").is_dir():
+        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.copytree(checkout / "signgd_lab", scratch / "signgd_lab_before",
+                        ignore=shutil.ignore_patterns("__pycache__"))
     sys.path.insert(0, str(scratch))
     return importlib.import_module("signgd_lab_before")
 
@@ -70,19 +76,23 @@ def main() -> None:
     parser.add_argument("--block-steps", type=int, default=None,
                         help="steps per block (default: the network's choice)")
     parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--print-only", action="store_true",
+                        help="print the table and leave benchmarks/RESULTS.md as it is")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as scratch:
-        before = load_before(args.before.resolve(), Path(scratch))
-        rows = ["| model | dynamics | before (ms) | after (ms) | after / before (paired) | "
-                "same outputs |", "|---|---|---|---|---|---|"]
-        for dynamics in args.dynamics:
-            for name in args.models:
-                r = compare(before, name, dynamics, args.batch, args.block_steps, args.repeats)
-                print(name, dynamics, {k: round(v, 4) for k, v in r.items()}, flush=True)
-                rows.append(f"| {name} | {dynamics} | {r['before'] * 1e3:.1f} | "
-                            f"{r['after'] * 1e3:.1f} | {r['ratio']:.3f} | "
-                            f"{'yes' if r['equal'] else 'no'} |")
+    before = load_before(args.before.resolve())
+    rows = ["| model | dynamics | before (ms) | after (ms) | after / before (paired) | "
+            "same outputs |", "|---|---|---|---|---|---|"]
+    for dynamics in args.dynamics:
+        for name in args.models:
+            r = compare(before, name, dynamics, args.batch, args.block_steps, args.repeats)
+            print(name, dynamics, {k: round(v, 4) for k, v in r.items()}, flush=True)
+            rows.append(f"| {name} | {dynamics} | {r['before'] * 1e3:.1f} | "
+                        f"{r['after'] * 1e3:.1f} | {r['ratio']:.3f} | "
+                        f"{'yes' if r['equal'] else 'no'} |")
+    if args.print_only:
+        print("\n".join(rows))
+        return
     block = "the network's block length" if args.block_steps is None else \
         f"blocks of {args.block_steps} step{'s' * (args.block_steps > 1)}"
     options = f"--batch {args.batch}" + (f" --block-steps {args.block_steps}"

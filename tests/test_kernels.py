@@ -408,6 +408,63 @@ def test_network_with_exp_based_targets_agrees_without_kernels(zoo_cache, monkey
     assert torch.equal(fused.argmax(-1), plain.argmax(-1))
 
 
+@pytest.mark.parametrize("dynamics", ["paper", "extended"])
+def test_a_network_runs_under_inference_mode(zoo_cache, dynamics):
+    """torch.inference_mode() makes tensors without a version counter (the block's step sizes,
+    the corrections computed in the run): the kernels track those by memory alone and give
+    the numbers of a no_grad run, on the attention model (row, product and chain-free
+    elementwise kernels)."""
+    model, (x_tr, _), (x_te, _) = zoo_cache("digits_attention")
+    snn = sl.convert(model, x_tr[:128], dynamics=dynamics)
+    with torch.inference_mode():
+        inferred = snn(x_te[:4], [5, 16], block_steps=4)
+    with torch.no_grad():
+        assert torch.equal(snn(x_te[:4], [5, 16], block_steps=4), inferred)
+
+
+def test_a_current_with_one_step_is_broadcast_over_the_block(monkeypatch):
+    """A drive whose current has a time dimension of 1 holds for every step of the block, in
+    the kernels as in the torch path (the row kernel's second input here)."""
+    g = torch.Generator().manual_seed(0)
+    cur1, cur2 = torch.rand(9, 3, 4, 10, generator=g) - 0.25, torch.rand(1, 3, 4, 1, generator=g)
+    off1, off2 = torch.rand(1, 4, 10, generator=g), torch.rand(1, 4, 1, generator=g)
+    x1, x2 = torch.rand(3, 4, 10, generator=g), torch.rand(3, 4, 1, generator=g) + 1.0
+    runs = []
+    for enabled in (True, False):
+        monkeypatch.setattr(kernels, "ENABLED", enabled)
+        state = NeuronState((x1.clone(), x2.clone()), torch.zeros(3, 4, 10))
+        runs.append((SignGDNeuron(get_target("rsqrt_div")).run(
+            state, (Drive(cur1, off1), Drive(cur2, off2)), ETAS[:9]), state))
+    (fused, s1), (plain, s2) = runs
+    assert isinstance(s1.kernel, kernels.PopulationKernel)
+    assert torch.equal(fused, plain) and torch.equal(s1.x_hat[1], s2.x_hat[1])
+
+
+@pytest.mark.parametrize("etas", [ETAS[:6].double(), torch.stack([ETAS[:6], ETAS[:6]], 1)[:, 0]],
+                         ids=["cast", "strided"])
+def test_step_sizes_edited_between_blocks_are_read_again(etas):
+    """The step-size array a block's populations share is kept only while it views the
+    tensor's memory: a cast or strided tensor edited through ``.data`` between two calls (torch's
+    version counter does not see it) gives the edited steps."""
+    etas = etas.clone() if etas.is_contiguous() else etas
+    g = torch.Generator().manual_seed(2)
+    x0, current = torch.rand(2, 5, generator=g), torch.rand(6, 2, 5, generator=g)
+    offset = torch.ones(1, 5)
+    kernels.estimates(x0.clone(), current, offset, etas)
+    etas.data.mul_(2.0)
+    edited = kernels.estimates(x0.clone(), current, offset, etas)
+    fresh = kernels.estimates(x0.clone(), current, offset, etas.float().contiguous().clone())
+    assert torch.equal(edited, fresh)
+
+
+def test_a_kernel_refuses_a_state_it_cannot_update_in_place():
+    """A kernel writes the state through its memory: a strided state would be copied and the
+    update lost, so it is refused by name."""
+    x_hat = torch.rand(5, 2).t()  # (2, 5), not contiguous
+    with pytest.raises(ValueError, match="must be contiguous"):
+        kernels.estimates(x_hat, torch.rand(3, 2, 5), torch.ones(1, 5), ETAS[:3])
+
+
 @pytest.mark.slow
 def test_compiled_step_matches_plain_step():
     """The torch.compile step used on CUDA, checked on CPU (slow: one compilation)."""

@@ -358,7 +358,7 @@ class PopulationKernel:
         self.dtype, self.count = dt, bool(count)
         self.shapes = (tuple(x.shape for x in x_hat), v.shape)
         slots = _roles(offsets, scale, shift, divisor, out_scale)
-        self._sources = tuple((t, None if t is None else t._version) for t in slots)
+        self._sources = tuple((t, None if t is None else _stamp(t)) for t in slots)
         dummy = self._dummy = _dummies(_dtype_str(dt))  # arrays the kernel never reads
 
         def vector(t: torch.Tensor, i: int) -> "np.ndarray":
@@ -388,7 +388,7 @@ class PopulationKernel:
         modified in place since), state of these shapes and dtype, and this counting."""
         slots = _roles(offsets, scale, shift, divisor, out_scale)
         return bool(count) == self.count and \
-            all(t is s and (t is None or t._version == n)
+            all(t is s and (t is None or _stamp(t) == n)
                 for t, (s, n) in zip(slots, self._sources)) and \
             v.dtype == self.dtype and self.shapes == (tuple(x.shape for x in x_hat), v.shape)
 
@@ -399,10 +399,11 @@ class PopulationKernel:
         dummy = self._dummy
         if len(x_hat) > 1:
             x1, x2, v_ = self._arrays((*x_hat, v), batch)
-            c1, c2 = _currents(currents[0], x_hat[0]), _currents(currents[1], x_hat[1])
+            c1 = _currents(currents[0], x_hat[0], steps)
+            c2 = _currents(currents[1], x_hat[1], steps)
         else:
             (x1, v_), x2 = self._arrays((x_hat[0], v), batch), dummy[2]
-            c1, c2 = _currents(currents[0], x_hat[0]), dummy[0]
+            c1, c2 = _currents(currents[0], x_hat[0], steps), dummy[0]
         for i, t in self._refresh:
             self._vectors[i] = self._vector(t, i)
         o1, o2, *per_neuron = self._vectors
@@ -460,12 +461,20 @@ def _array(t: torch.Tensor, *shape: int) -> "np.ndarray":
     return (t if t.is_contiguous() else t.contiguous()).numpy().reshape(shape)
 
 
-def _currents(c: torch.Tensor, x_hat: torch.Tensor) -> "np.ndarray":
-    """A block's input currents (T, B, *S) as a (T, B, S) array: broadcast to the estimate's
-    shape (a kernel reads S values per sample), copied if strided."""
-    if c.shape[1:] != x_hat.shape:
-        c = c.expand(c.shape[0], *x_hat.shape)
-    return _array(c, c.shape[0], x_hat.shape[0], -1)
+def _currents(c: torch.Tensor, x_hat: torch.Tensor, steps: int) -> "np.ndarray":
+    """A block's input currents (T, B, *S) as a (steps, B, S) array: broadcast over the steps
+    and to the estimate's shape (a kernel reads S values per sample and step), copied if
+    strided."""
+    if c.shape != (steps, *x_hat.shape):
+        c = c.expand(steps, *x_hat.shape)
+    return _array(c, steps, x_hat.shape[0], -1)
+
+
+def _stamp(t: torch.Tensor) -> tuple:
+    """What tells a tensor's in-place edits and new storage apart: torch's version counter and
+    the data pointer. An inference tensor has no version counter; the arrays made from it share
+    its memory (so in-place edits show through them) or are made again on every block."""
+    return (None if t.is_inference() else t._version), t.data_ptr()
 
 
 def _state_array(t: torch.Tensor, *shape: int) -> "np.ndarray":
@@ -478,17 +487,22 @@ def _state_array(t: torch.Tensor, *shape: int) -> "np.ndarray":
 
 
 def _steps_array(etas: torch.Tensor, dtype: torch.dtype) -> "np.ndarray":
-    """A block's step sizes as a contiguous array of ``dtype`` (the populations of one block
-    share the tensor: the array of the last one asked for is kept while it is unmodified)."""
+    """A block's step sizes as a contiguous array of ``dtype``. The populations of one block
+    share the tensor, so the array of the last one asked for is kept when it is a view of the
+    tensor's own memory (any edit of the values shows through it; new storage or a new shape
+    makes it again); a converted or copied array is made on every call."""
     kept = _LAST_STEPS[0]
-    if kept is not None and kept[0] is etas and kept[1] == etas._version and kept[2] == dtype:
-        return kept[3]
+    if kept is not None and kept[0] is etas and kept[1] == (etas.data_ptr(), etas.shape, dtype):
+        return kept[2]
     array = _array(etas.to(dtype), -1)
-    _LAST_STEPS[0] = (etas, etas._version, dtype, array)
+    if array.__array_interface__["data"][0] == etas.data_ptr():
+        _LAST_STEPS[0] = (etas, (etas.data_ptr(), etas.shape, dtype), array)
     return array
 
 
-_LAST_STEPS: list = [None]  # (etas, its version, dtype, array) of the last _steps_array call
+#: (etas, its data pointer, shape and the dtype asked for, the array) of the last view that
+#: _steps_array made; it keeps that small tensor alive until the next block replaces it
+_LAST_STEPS: list = [None]
 
 
 @lru_cache(maxsize=None)
@@ -585,7 +599,7 @@ def estimates(x_hat: torch.Tensor, current: torch.Tensor, offset: torch.Tensor,
     out = torch.empty(steps, *x_hat.shape, dtype=dt)
     if offset.shape != (1, *x_hat.shape[1:]):
         offset = torch.broadcast_to(offset, (1, *x_hat.shape[1:]))
-    _estimates(_constant_array(0.0, _dtype_str(dt))[_TWO], _currents(current, x_hat),
+    _estimates(_constant_array(0.0, _dtype_str(dt))[_TWO], _currents(current, x_hat, steps),
                _array(offset.to(dt), -1), _state_array(x_hat, batch, -1),
                out.numpy().reshape(steps, batch, -1), _steps_array(etas, dt))
     return out
@@ -662,7 +676,8 @@ def _product_kernel(tie: bool):
         n_dim = rows // p_dim
         steps = a.shape[0]
         # the reset as arithmetic, x + (e - s * 2e) with s the spike as 0 / 1 in v's dtype:
-        # exactly x - e or x + e, and the m loop vectorises (15-20% faster than a select)
+        # exactly x - e or x + e while 2e is finite (a step size below half the dtype's
+        # largest value; the schedules' are at most lr0), and the m loop vectorises
         for p in prange(p_dim):
             for first in range(p * n_dim, (p + 1) * n_dim, tile):
                 last = min(first + tile, (p + 1) * n_dim)
