@@ -178,6 +178,18 @@ if njit is not None:
 
 
 if njit is not None:
+    @njit(cache=True, error_model="numpy", inline="always")
+    def _count_and_scale(spikes, k, bi, tally, post, counting, multiplied):  # pragma: no cover
+        # the second pass over step k of sample bi's spikes (0 / 1): tally gains each spike
+        # (per neuron, not a sum: the loop vectorises) and the spikes become s * post, exactly
+        # post or a signed zero. Inlined, with the flags constants of the calling kernel
+        for j in range(spikes.shape[2]):
+            s = spikes[k, bi, j]
+            if counting:
+                tally[j] += s
+            if multiplied:
+                spikes[k, bi, j] = s * post[j]
+
     @njit(cache=True, error_model="numpy")
     def _total(tally):  # pragma: no cover - compiled
         # the spikes a block's tally holds (each entry a whole number of at most the block's
@@ -237,12 +249,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         v[bi, j] = x - e if f else x + e
                         spikes[k, bi, j] = one if f else zero
                     if counting or multiplied:  # a second pass keeps the first one vectorised
-                        for j in range(size):
-                            s = spikes[k, bi, j]
-                            if counting:  # per neuron, not a sum: this loop vectorises too
-                                tally[j] += s
-                            if multiplied:  # s * post: exactly post or (signed) zero
-                                spikes[k, bi, j] = s * post[j]
+                        _count_and_scale(spikes, k, bi, tally, post, counting, multiplied)
                 if counting:
                     counts[bi] += _total(tally)
     else:
@@ -276,12 +283,7 @@ def _population_kernel(code: int, arms: int, row: bool, scaled: bool, shifted: b
                         v[bi, j] = x - e if f else x + e
                         spikes[k, bi, j] = one if f else zero
                     if counting or multiplied:  # a second pass keeps the first one vectorised
-                        for j in range(size):
-                            s = spikes[k, bi, j]
-                            if counting:  # per neuron, not a sum: this loop vectorises too
-                                tally[j] += s
-                            if multiplied:  # s * post: exactly post or (signed) zero
-                                spikes[k, bi, j] = s * post[j]
+                        _count_and_scale(spikes, k, bi, tally, post, counting, multiplied)
                 if counting:
                     counts[bi] += _total(tally)
 
