@@ -365,8 +365,8 @@ class PopulationKernel:
 
         def vector(t: torch.Tensor, i: int) -> "np.ndarray":
             # offsets as they are, the rest broadcast to one value per neuron
-            t = t if i < 2 else torch.broadcast_to(t.to(dt), (1, *v.shape[1:]))
-            return t.reshape(-1).to(dt).contiguous().numpy()
+            t = t.to(dt)
+            return _array(t if i < 2 else torch.broadcast_to(t, (1, *v.shape[1:])), -1)
 
         # the offsets, then scale, shift, divisor and output scale (stand-ins for absent ones);
         # an array that does not share the tensor's memory (broadcast, cast) is made again on
@@ -374,8 +374,8 @@ class PopulationKernel:
         self._vector = vector
         self._vectors = [dummy[1 if i < 2 else 1 + i] if t is None else vector(t, i)
                          for i, t in enumerate(slots)]
-        self._refresh = [(i, t) for i, t in enumerate(slots) if t is not None and
-                         self._vectors[i].__array_interface__["data"][0] != t.data_ptr()]
+        self._refresh = [(i, t) for i, t in enumerate(slots)
+                         if t is not None and not _views(self._vectors[i], t)]
         self._constants = _constant_array(param, _dtype_str(dt))
         self._tie = bool(tie)
         self._compiled = _population_kernel(
@@ -463,6 +463,12 @@ def _array(t: torch.Tensor, *shape: int) -> "np.ndarray":
     return (t if t.is_contiguous() else t.contiguous()).numpy().reshape(shape)
 
 
+def _views(array: "np.ndarray", t: torch.Tensor) -> bool:
+    """True when ``array`` starts at ``t``'s memory (made from it without a copy, so edits of
+    ``t`` show through it)."""
+    return array.__array_interface__["data"][0] == t.data_ptr()
+
+
 def _currents(c: torch.Tensor, x_hat: torch.Tensor, steps: int) -> "np.ndarray":
     """A block's input currents (T, B, *S) as a (steps, B, S) array: broadcast over the steps
     and to the estimate's shape (a kernel reads S values per sample and step), copied if
@@ -497,7 +503,7 @@ def _steps_array(etas: torch.Tensor, dtype: torch.dtype) -> "np.ndarray":
     if kept is not None and kept[0] is etas and kept[1] == (etas.data_ptr(), etas.shape, dtype):
         return kept[2]
     array = _array(etas.to(dtype), -1)
-    if array.__array_interface__["data"][0] == etas.data_ptr():
+    if _views(array, etas):
         _LAST_STEPS[0] = (etas, (etas.data_ptr(), etas.shape, dtype), array)
     return array
 
