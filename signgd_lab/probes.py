@@ -118,12 +118,16 @@ class LayerErrorTable:
         return self.layers[int(neuron_rows.argmax())]
 
 
-def _errors(est: torch.Tensor, ref: torch.Tensor) -> tuple[float, float, float]:
-    diff = (est - ref).flatten().double()
-    ref_f, est_f = ref.flatten().double(), est.flatten().double()
-    rel = (diff.norm() / ref_f.norm().clamp_min(1e-12)).item()
-    cos = torch.nn.functional.cosine_similarity(est_f, ref_f, dim=0, eps=1e-12).item()
-    return rel, diff.abs().max().item(), cos
+def _errors(est: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Relative L2 error, max abs error and cosine similarity of each estimate in ``est``
+    (n, *ref.shape) against ``ref``, in float64, as three (n,) tensors: one pass per layer, no
+    synchronising ``.item()`` per entry."""
+    est_f = est.reshape(est.shape[0], -1).double()  # (n, numel)
+    ref_f = ref.reshape(1, -1).double()  # (1, numel)
+    diff = est_f - ref_f
+    rel = diff.norm(dim=1) / ref_f.norm().clamp_min(1e-12)
+    cos = torch.nn.functional.cosine_similarity(est_f, ref_f.expand_as(est_f), dim=1, eps=1e-12)
+    return rel, diff.abs().amax(dim=1), cos
 
 
 def layer_errors(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor,
@@ -155,9 +159,9 @@ def _error_table(model: nn.Module, snn: SpikingNetwork, x: torch.Tensor, names: 
     shape = (len(rows), len(ts))
     rel, mx, cos = torch.zeros(shape), torch.zeros(shape), torch.zeros(shape)
     for i, name in enumerate(rows):
-        for j, t in enumerate(ts):
-            est, ref = (out[j], ref_out) if name == "output" else (values[(name, t)], ann[name][1])
-            rel[i, j], mx[i, j], cos[i, j] = _errors(est, ref)
+        est, ref = (out, ref_out) if name == "output" else \
+            (torch.stack([values[(name, t)] for t in ts]), ann[name][1])  # (len(ts), *ref.shape)
+        rel[i], mx[i], cos[i] = _errors(est, ref)
     targets = [snn.neurons[n].target.name for n in names] + ["-"]
     roles = [snn.neurons[n].role for n in names] + ["output"]
     return LayerErrorTable(rows, ts, targets, roles, rel, mx, cos)

@@ -7,7 +7,7 @@ from torch import nn
 
 import signgd_lab as sl
 from signgd_lab.conversion import ConversionError
-from signgd_lab.probes import E_AC_PJ, E_MAC_PJ, ann_activations, membrane_targets
+from signgd_lab.probes import E_AC_PJ, E_MAC_PJ, ActivationProbe, ann_activations, membrane_targets
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,18 @@ def test_layer_error_table_covers_every_layer_and_falls_with_T(cnn):
     out = snn(x, ts)
     ref = model(x)
     assert table.rel_l2[-1, 1].item() == pytest.approx(((out[1] - ref).norm() / ref.norm()).item(), rel=1e-5)
+    # every entry of a neuron layer, worked out one by one from the probe's decoded values
+    layer = table.layers[1]
+    probe = ActivationProbe([layer], ts)
+    snn(x, ts, probes=[probe])
+    ann = ann_activations(snn, x, [layer])[layer][1].flatten().double()
+    for j, t in enumerate(ts):
+        est = probe.values[(layer, t)].flatten().double()
+        assert table.rel_l2[1, j].item() == pytest.approx(((est - ann).norm() / ann.norm()).item(),
+                                                          rel=1e-6)
+        assert table.max_abs[1, j].item() == pytest.approx((est - ann).abs().max().item(), rel=1e-6)
+        cos = (est @ ann / (est.norm() * ann.norm())).item()
+        assert table.cosine[1, j].item() == pytest.approx(cos, rel=1e-6)
     assert table.worst_layer() in snn.neurons
     rows = table.to_rows()
     assert len(rows) == (len(snn.neurons) + 1) * 3 and {"layer", "T", "rel_l2", "max_abs", "cosine"} <= set(rows[0])
