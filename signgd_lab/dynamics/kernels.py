@@ -619,8 +619,8 @@ def float_encoder(f: torch.Tensor, x: torch.Tensor, etas: torch.Tensor) -> torch
     roundings as the torch ops of :class:`~signgd_lab.dynamics.codec.FloatEncoder`."""
     steps, batch, dt = etas.shape[0], x.shape[0], x.dtype
     out = torch.empty(steps, *x.shape, dtype=dt)
-    const = torch.tensor([0.5, 1.0], dtype=dt).numpy()
-    _float_encoder(const[0], const[1], _state_array(f, batch, -1), _array(x, batch, -1),
+    const = _constant_array(0.0, _dtype_str(dt))
+    _float_encoder(const[_HALF], const[_ONE], _state_array(f, batch, -1), _array(x, batch, -1),
                    out.numpy().reshape(steps, batch, -1), _steps_array(etas, dt))
     return out
 
