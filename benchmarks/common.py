@@ -87,9 +87,15 @@ def write_before_after(name: str, script: str, before: Path | None, text: str,
     the command ``python benchmarks/<script> [--before DIR] <options>``."""
     command = f"python benchmarks/{script}" + (f" --before {before}" if before else "") + \
         (f" {options}" if options else "")
-    versions = f"after: {commit(ROOT)}" + (f"; before: {commit(before)}" if before else "")
-    write_section(name, f"Code measured: {versions}.\n\n" + text.strip() + "\n\n"
+    write_section(name, code_measured(before) + "\n\n" + text.strip() + "\n\n"
                   + "\n".join(table), command)
+
+
+def code_measured(before: Path | None) -> str:
+    """The line that names the commits a section measured: this checkout, and the older
+    checkout compared with (if any)."""
+    return f"Code measured: after: {commit(ROOT)}" + \
+        (f"; before: {commit(before)}" if before else "") + "."
 
 
 def commit(checkout: Path) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))
-from common import ROOT, commit, write_section  # noqa: E402
+from common import ROOT, code_measured, commit, write_section  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
@@ -99,7 +99,7 @@ def main() -> None:
                                         if args.block_steps else "")
     write_section(
         f"Paired A/B in one process (batch {args.batch}, {block})",
-        f"Code measured: after: {commit(ROOT)}; before: {commit(args.before)}.\n\n"
+        code_measured(args.before) + "\n\n"
         f"SNN(T=128) run of each version, batch {args.batch}, {block}, one torch and one numba "
         f"thread, CPU time of the process, median of {args.repeats} repeats that alternate "
         "the order; the ratio is the median of the per-repeat ratios.\n\n" + "\n".join(rows),
