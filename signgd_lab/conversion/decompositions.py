@@ -109,7 +109,10 @@ def _layernorm(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     dims, weight, bias, eps, channels_first = _ln_params(emit.gm, node)
     x = emit.proxy(node.args[0])
     mean = x.mean(dims, keepdim=True)
-    u = x - mean
+    # x may be a transposed view (tokens from a conv); u is then made contiguous once, here,
+    # instead of by each of the two populations that read it (the mean is taken on x as it is:
+    # another layout would sum in another order)
+    u = (x - mean).contiguous()
     q = neuron(emit, node, "square", u, role="layernorm-square")
     var = q.mean(dims, keepdim=True)
     n = neuron(emit, node, "rsqrt_div", u, var + eps, role="layernorm-normalise")
