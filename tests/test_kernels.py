@@ -409,6 +409,43 @@ def test_network_with_exp_based_targets_agrees_without_kernels(zoo_cache, monkey
 
 
 @pytest.mark.parametrize("dynamics", ["paper", "extended"])
+def test_a_strided_value_read_by_two_populations_is_copied_once_per_block(zoo_cache, dynamics,
+                                                                          monkeypatch):
+    """The attention model's LayerNorms normalise a transposed token tensor: u = x - mean is
+    strided and feeds both the square and the x/sqrt(var) populations. Both get one contiguous
+    copy made for the block, the mean still runs on x as it comes, and the outputs equal those
+    of a run where each population makes its own copy."""
+    from signgd_lab.conversion.neuron_ops import NeuronOp
+
+    model, (x_tr, _), (x_te, _) = zoo_cache("digits_attention")
+    snn = sl.convert(model, x_tr[:128], dynamics=dynamics)
+    shared_nodes = snn.shared_inputs
+    assert set(shared_nodes) == {f"{p}_{n}" for p in ("square", "rsqrt_div")
+                                 for n in ("norm1", "norm2")}
+    for norm in ("norm1", "norm2"):
+        u = shared_nodes[f"square_{norm}"][0]
+        assert shared_nodes[f"rsqrt_div_{norm}"] == (u, None) and snn.shared_readers[u] == 2
+    seen: dict[str, list[torch.Tensor]] = {}
+    simulate = NeuronOp.simulate
+
+    def recording(self, dynamics, state, currents, *args, **kwargs):
+        seen.setdefault(snn.neuron_names[id(self)], []).append(currents[0])
+        return simulate(self, dynamics, state, currents, *args, **kwargs)
+
+    monkeypatch.setattr(NeuronOp, "simulate", recording)
+    shared = snn(x_te[:8], [6, 16], block_steps=4)
+    for norm in ("norm1", "norm2"):
+        squares, divides = seen[f"square_{norm}"], seen[f"rsqrt_div_{norm}"]
+        assert len(squares) == len(divides) == 5  # blocks ending at 4, 6, 10, 14, 16
+        for a, b in zip(squares, divides):
+            assert a.is_contiguous() and a.data_ptr() == b.data_ptr()
+    monkeypatch.setattr(snn, "shared_inputs", {})
+    seen.clear()
+    assert torch.equal(snn(x_te[:8], [6, 16], block_steps=4), shared)
+    assert not seen["square_norm1"][0].is_contiguous()  # each population copies on its own
+
+
+@pytest.mark.parametrize("dynamics", ["paper", "extended"])
 def test_a_network_runs_under_inference_mode(zoo_cache, dynamics):
     """torch.inference_mode() makes tensors without a version counter (the block's step sizes,
     the corrections computed in the run): the kernels track those by memory alone and give

@@ -118,42 +118,6 @@ def test_layernorm_decomposition(make, shape):
     assert sorted(n.target.name for n in neurons(gm)) == ["rsqrt_div", "square"]
 
 
-class TokensLN(nn.Module):
-    """LayerNorm over tokens taken from a conv's output: its input is a transposed view."""
-
-    def __init__(self):
-        super().__init__()
-        self.norm = nn.LayerNorm(6)
-
-    def forward(self, x):  # (B, 6, 4, 4) -> (B, 16, 6)
-        return self.norm(x.flatten(2).transpose(1, 2))
-
-
-def test_layernorm_of_a_transposed_view_feeds_one_contiguous_copy():
-    """Both LayerNorm populations read u = x - mean from one contiguous copy, while the mean is
-    taken on the strided x as it comes (the ANN's summation order)."""
-    torch.manual_seed(0)
-    model = TokensLN().eval()
-    gm = decompose_layernorm(trace(model), Recipe())
-    seen = {}
-
-    class Record(torch.fx.Interpreter):
-        def run_node(self, n):
-            if n.op == "call_module" and isinstance(gm.get_submodule(n.target), NeuronOp):
-                seen[gm.get_submodule(n.target).target.name] = self.env[n.args[0]]
-            elif n.op == "call_method" and n.target == "mean" and "x" not in seen:
-                seen["x"] = self.env[n.args[0]]
-            return super().run_node(n)
-
-    x = torch.randn(3, 6, 4, 4)
-    out = Record(gm).run(x)
-    assert torch.allclose(out, model(x), atol=1e-5)
-    assert not seen["x"].is_contiguous()
-    u = seen["square"]
-    assert u.is_contiguous() and seen["rsqrt_div"] is u
-    assert torch.equal(u, seen["x"] - seen["x"].mean(-1, keepdim=True))
-
-
 class TimmAttn(nn.Module):
     def __init__(self, fused: bool):
         super().__init__()

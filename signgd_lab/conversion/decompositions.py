@@ -109,10 +109,7 @@ def _layernorm(emit: Emitter, node: fx.Node, recipe: Recipe) -> fx.Proxy:
     dims, weight, bias, eps, channels_first = _ln_params(emit.gm, node)
     x = emit.proxy(node.args[0])
     mean = x.mean(dims, keepdim=True)
-    # x may be a transposed view (tokens from a conv); u is then made contiguous once, here,
-    # instead of by each of the two populations that read it (the mean is taken on x as it is:
-    # another layout would sum in another order)
-    u = (x - mean).contiguous()
+    u = x - mean
     q = neuron(emit, node, "square", u, role="layernorm-square")
     var = q.mean(dims, keepdim=True)
     n = neuron(emit, node, "rsqrt_div", u, var + eps, role="layernorm-normalise")

@@ -74,6 +74,7 @@ class SpikingNetwork(nn.Module):
         chains = {n: m for n, m in self.graph_module.named_modules() if isinstance(m, MaxPoolChain)}
         self.chain_names = {id(m): n for n, m in chains.items()}
         self.population_modules = [*self.neurons.values(), *chains.values()]
+        self.shared_inputs, self.shared_readers = shared_inputs(self.graph_module, self.neurons)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -293,6 +294,27 @@ class SpikingNetwork(nn.Module):
             for probe in probes:
                 probe.finish()
         return torch.stack(results)
+
+
+def shared_inputs(gm: fx.GraphModule, neurons: dict[str, NeuronOp]
+                  ) -> tuple[dict[str, tuple[str | None, ...]], dict[str, int]]:
+    """The graph values that more than one neuron module reads (LayerNorm's u = x - mean feeds
+    its square and its x/sqrt(var) populations): for each population that reads one, the name
+    of the node behind each of its inputs (None for an input no other population reads), and
+    for each such node how many inputs read it. The runtime makes a strided one contiguous once
+    per block for all its readers."""
+    readers: dict[str, int] = {}
+    inputs: dict[str, tuple[str | None, ...]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in neurons:
+            inputs[node.target] = tuple(a.name if isinstance(a, fx.Node) else None
+                                        for a in node.args)
+            for name in inputs[node.target]:
+                if name is not None:
+                    readers[name] = readers.get(name, 0) + 1
+    shared = {n: c for n, c in readers.items() if c > 1}
+    return ({p: tuple(a if a in shared else None for a in args) for p, args in inputs.items()
+             if any(a in shared for a in args)}, shared)
 
 
 def _all_of(observers: list[Observer]) -> Observer:

@@ -68,6 +68,7 @@ class Runtime:
         self.states: dict[str, NeuronState] = {}
         self.etas: torch.Tensor | None = None
         self._chains: dict[str, _FusedChain | None] = {}  # chain name -> fused state / None
+        self._copies: dict[str, list] = {}  # node -> [its value, contiguous copy, readers left]
         self._views: dict[str, tuple[str, int]] = {}  # chain neuron -> (chain name, index)
 
     def attach(self) -> None:
@@ -88,6 +89,10 @@ class Runtime:
             self.recorded[name] = tuple(c.detach() for c in inputs)
             return module.forced(self.force, inputs)
         steps = self.etas.shape[0]
+        shared = self.net.shared_inputs.get(name)
+        if shared is not None:
+            currents = tuple(c if node is None else self._contiguous(node, c)
+                             for node, c in zip(shared, currents))
         cur = tuple(c.reshape(steps, c.shape[0] // steps, *c.shape[1:]) for c in currents)
         state = self.states.get(name)
         if state is None:
@@ -97,6 +102,22 @@ class Runtime:
         out = module.simulate(self.net.dynamics, state, cur, self.correction.offsets[name],
                               self.etas, self.observers.get(name))  # (c, B, ...)
         return out.reshape(-1, *out.shape[2:])  # (c * B, ...)
+
+    def _contiguous(self, node: str, value: torch.Tensor) -> torch.Tensor:
+        """``value`` of graph node ``node``, which several populations read, as a contiguous
+        tensor: a strided one is copied for its first reader of the block and the copy is
+        handed to the others (each kernel would otherwise copy it again), then dropped after the
+        last one."""
+        if value.is_contiguous():
+            return value
+        entry = self._copies.get(node)
+        if entry is None or entry[0] is not value:  # first reader (or a stale entry)
+            entry = self._copies[node] = [value, value.contiguous(),
+                                          self.net.shared_readers[node]]
+        entry[2] -= 1
+        if entry[2] == 0:
+            del self._copies[node]
+        return entry[1]
 
     def max_chain(self, chain: MaxPoolChain, y: torch.Tensor) -> torch.Tensor:
         """A :class:`MaxPoolChain` on ``y`` (c*B, ...): the whole chain in one kernel that gathers
