@@ -1,21 +1,23 @@
 """Where the time of SNN(T=128) / 128 ANN forwards goes, and how low it could go with the present
 executor. One process per model (batch 64, paper dynamics, one torch thread, one numba thread);
-four runs timed side by side in every repeat:
+these runs are timed side by side in every repeat:
 
 * ``ann``: 128 forward passes of the ANN;
-* ``executor``: the spiking network with every neuron population made free (it returns zeros of
-  its output's shape instead of simulating): what the executor itself costs (encoder, the
-  affine ops on the block's rows, decoder, the block loop);
+* ``executor``: the spiking network with every neuron population made free (a neuron module or
+  a max-pool chain returns zeros of its output's shape instead of simulating): what the
+  executor itself costs (encoder, the affine ops on the block's rows, decoder, the block loop);
 * ``executor + products``: the same with the matmul product populations simulated (attention);
 * ``snn``: the spiking network as it runs (its default block length), and with blocks of 4 and
   of 1 step: shorter blocks keep the data in cache but pay the per-block cost more often.
 
 ``kernel floor`` adds to ``executor`` every population's neuron-steps (counted in a free run)
-at the speed of its kernel on data in cache, timed in the same process: a prepared
-``kernels.PopulationKernel`` on a block of 32 steps x 64 samples x 96 neurons, and
-``kernels.product_steps`` on 16 (sample, head) pairs of 16 x 16 x 16 product neurons, 9 steps.
-It is what the run would cost if no population paid for memory traffic or calls.
-Writes benchmarks/RESULTS.md.
+at the speed of its kernel with the data in the core's L2, timed in the same process with the
+state reset before each call: a prepared ``kernels.PopulationKernel`` in the population's layout
+(elementwise, or a second input per row) on 16 steps x 16 samples x 96 neurons, and
+``kernels.product_steps`` on 16 (sample, head) pairs of 16 x 16 x 16 product neurons, 9 steps
+(a max-pool chain counts as its max populations at the elementwise max kernel's speed). It is
+what the run would cost if no population paid for memory traffic, copies or calls. The
+per-block cost is (1-step run - default run) / (extra blocks). Writes benchmarks/RESULTS.md.
 
     python benchmarks/engine_floor.py [--repeats 9] [--rounds 2]
 """
@@ -25,6 +27,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).parent))
 from common import code_measured, run_child, write_section  # noqa: E402
 
@@ -32,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("digits_cnn", "digits_mlp", "digits_attention")
 
 CHILD = r"""
-import contextlib, json, statistics, sys, time, types
+import contextlib, json, math, statistics, sys, time, types
 import torch
 torch.set_num_threads(1)
 import signgd_lab as sl
@@ -43,20 +47,32 @@ model, (x_tr, _), (x_te, _) = sl.zoo.load(name)
 x = x_te[:64]
 snn = sl.convert(model, x_tr[:256], dynamics="paper")
 modules = list(snn.graph_module.modules())
-neuron_steps = {}  # (kernel, param, tie, arity), or "product" -> neuron-steps of the free runs
+neuron_steps = {}  # population key (see key_of) -> neuron-steps of the free runs
 
-def population_key(module, currents):
+def key_of(module, currents):
+    # "product", or (kernel, param, tie, arity, row layout) of a neuron module
     if isinstance(module, MatmulNeuronOp):
         return "product"
     t = module.simulated_target()
-    return (t.kernel, t.param, t.tie_fires, len(currents))
+    row = len(currents) == 2 and currents[1].shape[-1] == 1 != currents[0].shape[-1]
+    return (t.kernel, t.param, t.tie_fires, len(currents), row)
+
+def count(key, steps):
+    neuron_steps[key] = neuron_steps.get(key, 0) + steps
 
 def free(self, dynamics, state, currents, offsets, etas, observer=None):
     shape = self.membrane_shape(currents)  # (c, B, ...); products (c, ..., N, K, M)
-    key = population_key(self, currents)
-    neuron_steps[key] = neuron_steps.get(key, 0) + shape.numel()
+    key = key_of(self, currents)
+    count(key, shape.numel())
     out = (*shape[:-3], shape[-3], shape[-1]) if key == "product" else shape  # (c, ..., N, M)
     return torch.zeros(out, dtype=currents[0].dtype)
+
+def free_chain(chain, y):
+    # a max-pool chain: its k - 1 max populations, each over one window of y (c*B rows)
+    window = y[chain.window_index(0)]
+    t = chain.chain[0].simulated_target()
+    count((t.kernel, t.param, t.tie_fires, 2, False), len(chain.chain) * window.numel())
+    return torch.zeros(window.shape, dtype=y.dtype)
 
 @contextlib.contextmanager
 def populations_free(keep_products):
@@ -64,7 +80,7 @@ def populations_free(keep_products):
     patched = []
     for m in modules:
         if isinstance(m, MaxPoolChain):
-            m.forward = m.unfused
+            m.forward = types.MethodType(free_chain, m)
             patched.append((m, "forward"))
         elif isinstance(m, NeuronOp) and not (keep_products and isinstance(m, MatmulNeuronOp)):
             m.simulate = types.MethodType(free, m)
@@ -77,15 +93,15 @@ def populations_free(keep_products):
 
 @contextlib.contextmanager
 def populations_timed(seconds, steps):
-    # each neuron module's simulate timed, by the key of its in-cache speed
+    # each neuron module's simulate timed (CPU time), by key_of
     for m in modules:
         if isinstance(m, NeuronOp):
             def simulate(dynamics, state, currents, offsets, etas, observer=None, m=m,
                          run=m.simulate):
-                t = time.perf_counter()
+                t = time.process_time()
                 out = run(dynamics, state, currents, offsets, etas, observer)
-                key = population_key(m, currents)
-                seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - t
+                key = key_of(m, currents)
+                seconds[key] = seconds.get(key, 0.0) + time.process_time() - t
                 steps[key] = steps.get(key, 0) + m.membrane_shape(currents).numel()
                 return out
             m.simulate = simulate
@@ -100,34 +116,44 @@ def executor(keep_products):
     with populations_free(keep_products):
         snn(x, [128])
 
-def fastest(fn, calls=15):
+def fastest(fn, reset, calls=15):
     best = float("inf")
     for _ in range(calls):
+        reset()  # the same state every call
         t = time.process_time()
         fn()
         best = min(best, time.process_time() - t)
     return best
 
 def in_cache_seconds(key, g):
-    # seconds per neuron-step of a population's kernel with its data in cache
-    if key == "product":
+    # seconds per neuron-step of a population's kernel, its data in the core's L2
+    if key == "product":  # 16 (sample, head) pairs of 16 x 16 x 16 neurons, 9 steps: 256 KB
         p, n, steps = 16, 16, 9
         v = torch.zeros(p, n, n, n)
         a, b = torch.randn(steps, p, n, n, generator=g), torch.randn(steps, p, n, n, generator=g)
         etas = 0.15 * 0.95 ** torch.arange(steps, dtype=torch.float32)
-        return fastest(lambda: kernels.product_steps(v, a, b, etas, True)) / (steps * v.numel())
-    kernel, param, tie, arity = key
+        return fastest(lambda: kernels.product_steps(v, a, b, etas, True),
+                       v.zero_) / (steps * v.numel())
+    kernel, param, tie, arity, row = key
     if kernel is None:
         raise SystemExit(f"{name}: a population without a kernel has no in-cache speed")
-    steps, batch, size = 32, 64, 96
-    cur = tuple(torch.rand(steps, batch, size, generator=g) + 1 for _ in range(arity))
-    off = tuple(torch.zeros(1, size) for _ in range(arity))
-    x_hat = tuple(torch.rand(batch, size, generator=g) + 1 for _ in range(arity))
-    v = torch.zeros(batch, size)
+    steps, batch, rows, size = 16, 16, 6, 16  # 96 KB of currents and 96 KB of spikes
+    shapes = [(rows, size), (rows, 1) if row else (rows, size)][:arity]
+    cur = tuple(torch.randn(steps, batch, *s, generator=g) + (i + 1) for i, s in enumerate(shapes))
+    off = tuple(torch.zeros(1, *s) for s in shapes)
+    x0 = tuple(torch.randn(batch, *s, generator=g) + (i + 1) for i, s in enumerate(shapes))
+    x_hat = tuple(x.clone() for x in x0)
+    v = torch.zeros(batch, rows, size)
     run = kernels.PopulationKernel(kernel, param, tie, off, x_hat, v, None, None, None, None,
                                    None, False)  # prepared once, as a population's is
     etas = 0.15 * 0.95 ** torch.arange(steps, dtype=torch.float32)
-    return fastest(lambda: run(cur, x_hat, v, etas)) / (steps * batch * size)
+
+    def reset():
+        for x, x_start in zip(x_hat, x0):
+            x.copy_(x_start)
+        v.zero_()
+
+    return fastest(lambda: run(cur, x_hat, v, etas), reset) / (steps * v.numel())
 
 runs = {"ann": lambda: [model(x) for _ in range(128)], "snn": lambda: snn(x, [128]),
         "snn_4": lambda: snn(x, [128], block_steps=4),
@@ -147,16 +173,24 @@ with torch.no_grad():
     g = torch.Generator().manual_seed(0)
     in_cache = {key: in_cache_seconds(key, g) for key in neuron_steps}
     kernel_s = sum(n * in_cache[key] for key, n in neuron_steps.items())
-    run_s, run_steps = {}, {}
-    with populations_timed(run_s, run_steps):
-        snn(x, [128])
-per_target = [("product" if key == "product" else f"{key[0]}", 1e9 * run_s[key] / run_steps[key],
-               1e9 * in_cache[key], 1e3 * run_s[key]) for key in run_s]
+    as_run = []  # three timed runs; the least disturbed total of each key
+    for _ in range(3):
+        run_s, run_steps = {}, {}
+        with populations_timed(run_s, run_steps):
+            snn(x, [128])
+        as_run.append((run_s, run_steps))
+best = {key: min(r[0][key] for r in as_run) for key in as_run[0][0]}
+per_target = [("product" if key == "product" else key[0] + (" (row)" if key[4] else ""),
+               1e9 * best[key] / as_run[0][1][key], 1e9 * in_cache[key], 1e3 * best[key])
+              for key in best]
 ratios = {k: statistics.median(t / a for t, a in zip(v, times["ann"])) for k, v in times.items()}
 ann = statistics.median(times["ann"])
 ratios["kernel_floor"] = ratios["executor"] + kernel_s / ann
+block = snn.block_steps(x.shape[1:], x.shape[0], 128)
+per_block = (statistics.median(times["snn_1"]) - statistics.median(times["snn"])) / \
+    (128 - math.ceil(128 / block))  # what each extra block costs
 print(json.dumps({"package": sl.__file__, "ratios": ratios, "ann_ms": 1e3 * ann,
-                  "block": snn.block_steps(x.shape[1:], x.shape[0], 128),
+                  "block": block, "per_block_ms": 1e3 * per_block,
                   "products": sum(isinstance(m, MatmulNeuronOp) for m in modules),
                   "per_target": per_target}))
 """
@@ -168,9 +202,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="processes per model, each on its own row (the machine is shared)")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as the children run (the section's header names this process's)
     table = ["| model | process | ANN, 128 forwards (ms) | executor | executor + products | "
-             "kernel floor | snn (default block) | snn, 4-step blocks | snn, 1-step blocks |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "kernel floor | snn (default block) | snn, 4-step blocks | snn, 1-step blocks | "
+             "cost per block (ms) |", "|---|---|---|---|---|---|---|---|---|---|"]
     targets = ["| model | process | target | ms per run | ns per neuron-step as run | "
                "in cache |", "|---|---|---|---|---|---|"]
     for name in MODELS:
@@ -180,7 +215,8 @@ def main() -> None:
             products = f"{q['executor_products']:.2f}" if r["products"] else "n/a"
             table.append(f"| {name} | {round_} | {r['ann_ms']:.0f} | {q['executor']:.2f} | "
                          f"{products} | {q['kernel_floor']:.2f} | {q['snn']:.2f} "
-                         f"({r['block']} steps) | {q['snn_4']:.2f} | {q['snn_1']:.2f} |")
+                         f"({r['block']} steps) | {q['snn_4']:.2f} | {q['snn_1']:.2f} | "
+                         f"{r['per_block_ms']:.2f} |")
             print(table[-1], flush=True)
             for target, as_run, cached, ms in sorted(r["per_target"], key=lambda t: -t[3]):
                 targets.append(f"| {name} | {round_} | {target} | {ms:.1f} | {as_run:.2f} | "
@@ -193,13 +229,17 @@ def main() -> None:
         "`executor`: every population free (it returns zeros of its output's shape); "
         "`executor + products`: the matmul product populations simulated as well; "
         "`kernel floor`: `executor` plus every population's neuron-steps at the speed of its "
-        "kernel on data in cache; `snn`: the network as it runs, with its default block length "
-        "and with blocks of 4 and of 1 step.\n\n" + "\n".join(table)
-        + "\n\nThe neuron modules' populations one by one, in a separate run of the same "
-        "process, by target: time per run of T=128, and nanoseconds per neuron-step as run "
-        "(estimates, copies of strided inputs, calls and the kernel on data larger than the "
-        "cache) and of the kernel alone on data in cache. Max-pool chains (the CNN) are not "
-        "neuron modules and are left out.\n\n" + "\n".join(targets),
+        "kernel with its data in the core's L2 (in the population's layout, state reset before each "
+        "call); `snn`: the network as it runs, with its default block length and with blocks "
+        "of 4 and of 1 step; cost per block: (1-step run - default run) / extra blocks."
+        "\n\n" + "\n".join(table)
+        + "\n\nThe neuron modules' populations one by one, in three more runs of the same "
+        "process (the lowest total of each target), by target: CPU time per run of T=128, and "
+        "nanoseconds per neuron-step as run (estimates, copies of strided inputs, calls and "
+        "the kernel on a whole block's data) and of the kernel alone with its data in L2. "
+        "`(row)`: a second input with one value per row (softmax's sum, LayerNorm's variance). "
+        "Max-pool chains (the CNN) are not neuron modules and are left out.\n\n"
+        + "\n".join(targets),
         f"python benchmarks/engine_floor.py --repeats {args.repeats} --rounds {args.rounds}")
 
 
