@@ -13,10 +13,12 @@ these runs are timed side by side in every repeat:
 ``kernel floor`` adds to ``executor`` every population's neuron-steps (counted in a free run)
 at the speed of its kernel with the data in the core's L2, timed in the same process with the
 state reset before each call: a prepared ``kernels.PopulationKernel`` in the population's layout
-(elementwise, or a second input per row) on 16 steps x 16 samples x 96 neurons, and
-``kernels.product_steps`` on 16 (sample, head) pairs of 16 x 16 x 16 product neurons, 9 steps
-(a max-pool chain counts as its max populations at the elementwise max kernel's speed). It is
-what the run would cost if no population paid for memory traffic, copies or calls. The
+(elementwise, or a second input per row) on 16 samples x 48 neurons, and
+``kernels.product_steps`` on 16 (sample, head) pairs of 16 x 16 x 16 product neurons (a max-pool
+chain counts as its max populations at the elementwise max kernel's speed). Each is the
+difference between a long and a short block (40 and 8 steps; 12 and 3 for products) over the
+neuron-steps between them, so the per-call Python cost drops out. It is what the run would cost
+if no population paid for memory traffic, copies or calls. The
 per-block cost is (1-step run - default run) / (extra blocks). Writes benchmarks/RESULTS.md.
 
     python benchmarks/engine_floor.py [--repeats 9] [--rounds 2]
@@ -116,7 +118,7 @@ def executor(keep_products):
     with populations_free(keep_products):
         snn(x, [128])
 
-def fastest(fn, reset, calls=15):
+def fastest(fn, reset, calls=25):
     best = float("inf")
     for _ in range(calls):
         reset()  # the same state every call
@@ -125,35 +127,49 @@ def fastest(fn, reset, calls=15):
         best = min(best, time.process_time() - t)
     return best
 
+def per_step(make, short, long):
+    # (fastest long call - fastest short call) / the neuron-steps between them: the kernel's
+    # cost without the per-call Python overhead; make(steps) -> (call, reset, neuron-steps)
+    (f1, r1, n1), (f2, r2, n2) = make(short), make(long)
+    return (fastest(f2, r2) - fastest(f1, r1)) / (n2 - n1)
+
 def in_cache_seconds(key, g):
     # seconds per neuron-step of a population's kernel, its data in the core's L2
-    if key == "product":  # 16 (sample, head) pairs of 16 x 16 x 16 neurons, 9 steps: 256 KB
-        p, n, steps = 16, 16, 9
+    etas = 0.15 * 0.95 ** torch.arange(64, dtype=torch.float32)
+    if key == "product":  # 16 (sample, head) pairs of 16 x 16 x 16 neurons: 256 KB
+        p, n = 16, 16
         v = torch.zeros(p, n, n, n)
-        a, b = torch.randn(steps, p, n, n, generator=g), torch.randn(steps, p, n, n, generator=g)
-        etas = 0.15 * 0.95 ** torch.arange(steps, dtype=torch.float32)
-        return fastest(lambda: kernels.product_steps(v, a, b, etas, True),
-                       v.zero_) / (steps * v.numel())
+
+        def make(steps):
+            a = torch.randn(steps, p, n, n, generator=g)
+            b = torch.randn(steps, p, n, n, generator=g)
+            return (lambda: kernels.product_steps(v, a, b, etas[:steps], True), v.zero_,
+                    steps * v.numel())
+
+        return per_step(make, 3, 12)
     kernel, param, tie, arity, row = key
     if kernel is None:
         raise SystemExit(f"{name}: a population without a kernel has no in-cache speed")
-    steps, batch, rows, size = 16, 16, 6, 16  # 96 KB of currents and 96 KB of spikes
+    batch, rows, size = 16, 3, 16  # up to 40 steps: 123 KB per current and for the spikes
     shapes = [(rows, size), (rows, 1) if row else (rows, size)][:arity]
-    cur = tuple(torch.randn(steps, batch, *s, generator=g) + (i + 1) for i, s in enumerate(shapes))
     off = tuple(torch.zeros(1, *s) for s in shapes)
     x0 = tuple(torch.randn(batch, *s, generator=g) + (i + 1) for i, s in enumerate(shapes))
     x_hat = tuple(x.clone() for x in x0)
     v = torch.zeros(batch, rows, size)
     run = kernels.PopulationKernel(kernel, param, tie, off, x_hat, v, None, None, None, None,
                                    None, False)  # prepared once, as a population's is
-    etas = 0.15 * 0.95 ** torch.arange(steps, dtype=torch.float32)
 
     def reset():
         for x, x_start in zip(x_hat, x0):
             x.copy_(x_start)
         v.zero_()
 
-    return fastest(lambda: run(cur, x_hat, v, etas), reset) / (steps * v.numel())
+    def make(steps):
+        cur = tuple(torch.randn(steps, batch, *s, generator=g) + (i + 1)
+                    for i, s in enumerate(shapes))
+        return lambda: run(cur, x_hat, v, etas[:steps]), reset, steps * v.numel()
+
+    return per_step(make, 8, 40)
 
 runs = {"ann": lambda: [model(x) for _ in range(128)], "snn": lambda: snn(x, [128]),
         "snn_4": lambda: snn(x, [128], block_steps=4),
@@ -230,7 +246,7 @@ def main() -> None:
         "`executor + products`: the matmul product populations simulated as well; "
         "`kernel floor`: `executor` plus every population's neuron-steps at the speed of its "
         "kernel with its data in the core's L2 (in the population's layout, state reset before each "
-        "call); `snn`: the network as it runs, with its default block length and with blocks "
+        "call, the difference between a long and a short block, so no per-call cost); `snn`: the network as it runs, with its default block length and with blocks "
         "of 4 and of 1 step; cost per block: (1-step run - default run) / extra blocks."
         "\n\n" + "\n".join(table)
         + "\n\nThe neuron modules' populations one by one, in three more runs of the same "
