@@ -77,42 +77,40 @@ def free_chain(chain, y):
     return torch.zeros(window.shape, dtype=y.dtype)
 
 @contextlib.contextmanager
-def populations_free(keep_products):
-    # instance attributes shadow the methods the runtime calls; deleted afterwards
-    patched = []
-    for m in modules:
-        if isinstance(m, MaxPoolChain):
-            m.forward = types.MethodType(free_chain, m)
-            patched.append((m, "forward"))
-        elif isinstance(m, NeuronOp) and not (keep_products and isinstance(m, MatmulNeuronOp)):
-            m.simulate = types.MethodType(free, m)
-            patched.append((m, "simulate"))
+def shadowed(patches):
+    # (module, attribute, function): instance attributes that shadow the methods the runtime
+    # calls, deleted afterwards
+    for m, attr, fn in patches:
+        setattr(m, attr, fn)
     try:
         yield
     finally:
-        for m, attr in patched:
+        for m, attr, _ in patches:
             delattr(m, attr)
 
-@contextlib.contextmanager
+def populations_free(keep_products):
+    return shadowed(
+        [(m, "forward", types.MethodType(free_chain, m)) for m in modules
+         if isinstance(m, MaxPoolChain)]
+        + [(m, "simulate", types.MethodType(free, m)) for m in modules if isinstance(m, NeuronOp)
+           and not (keep_products and isinstance(m, MatmulNeuronOp))])
+
+def timed(m, seconds, steps):
+    # m's simulate, its CPU time and neuron-steps added up by key_of
+    run = m.simulate
+
+    def simulate(dynamics, state, currents, offsets, etas, observer=None):
+        t = time.process_time()
+        out = run(dynamics, state, currents, offsets, etas, observer)
+        key = key_of(m, currents)
+        seconds[key] = seconds.get(key, 0.0) + time.process_time() - t
+        steps[key] = steps.get(key, 0) + m.membrane_shape(currents).numel()
+        return out
+    return simulate
+
 def populations_timed(seconds, steps):
-    # each neuron module's simulate timed (CPU time), by key_of
-    for m in modules:
-        if isinstance(m, NeuronOp):
-            def simulate(dynamics, state, currents, offsets, etas, observer=None, m=m,
-                         run=m.simulate):
-                t = time.process_time()
-                out = run(dynamics, state, currents, offsets, etas, observer)
-                key = key_of(m, currents)
-                seconds[key] = seconds.get(key, 0.0) + time.process_time() - t
-                steps[key] = steps.get(key, 0) + m.membrane_shape(currents).numel()
-                return out
-            m.simulate = simulate
-    try:
-        yield
-    finally:
-        for m in modules:
-            if isinstance(m, NeuronOp):
-                del m.simulate
+    return shadowed([(m, "simulate", timed(m, seconds, steps)) for m in modules
+                     if isinstance(m, NeuronOp)])
 
 def executor(keep_products):
     with populations_free(keep_products):

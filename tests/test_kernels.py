@@ -413,8 +413,8 @@ def test_a_strided_value_read_by_two_populations_is_copied_once_per_block(zoo_ca
                                                                           monkeypatch):
     """The attention model's LayerNorms normalise a transposed token tensor: u = x - mean is
     strided and feeds both the square and the x/sqrt(var) populations. Both get one contiguous
-    copy made for the block, the mean still runs on x as it comes, and the outputs equal those
-    of a run where each population makes its own copy."""
+    copy made for the block, and the outputs equal those of a run where each population makes
+    its own copy."""
     from signgd_lab.conversion.neuron_ops import NeuronOp
 
     model, (x_tr, _), (x_te, _) = zoo_cache("digits_attention")
